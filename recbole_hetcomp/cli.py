@@ -1,0 +1,41 @@
+"""``run_hetcomp.py`` / ``hetcomp``: argument parsing and user-facing errors."""
+
+import argparse
+import sys
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(
+        prog="run_hetcomp.py",
+        description="Train a recommender or distil a heterogeneous ensemble (HetComp) with "
+                    "RecBole. Any other --key=value overrides a RecBole/recbole-hetcomp "
+                    "config key.")
+    parser.add_argument("--model", "-m", default="HetCompStudent",
+                        help="model name: HetCompStudent (the full pipeline), a teacher such "
+                             "as CML or ItemVAE, or any RecBole general model (default: "
+                             "%(default)s)")
+    parser.add_argument("--dataset", "-d", default="ml-100k",
+                        help="dataset name (default: %(default)s, bundled with RecBole)")
+    parser.add_argument("--config_files", type=str, default=None,
+                        help="space-separated config files")
+    args, rest = parser.parse_known_args(argv)
+    files = args.config_files.strip().split(" ") if args.config_files else None
+    return args, files, rest
+
+
+def main(argv=None):
+    """Entry point; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
+    from recbole_hetcomp.errors import HetCompError
+    from recbole_hetcomp.quick_start import run_hetcomp
+
+    args, files, rest = parse(sys.argv[1:] if argv is None else argv)
+    try:
+        run_hetcomp(args.model, args.dataset, files, cmd_args=rest)
+    except HetCompError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished teachers stay in the trajectory store; run the same "
+              "command again to resume", file=sys.stderr)
+        return 130
+    return 0

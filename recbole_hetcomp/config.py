@@ -1,0 +1,153 @@
+"""Config: RecBole's layering plus this package's ``properties/``.
+
+Priority, lowest to highest (as RecBole, with the plugin's defaults slotted in after RecBole's):
+RecBole's internal yaml < ``properties/overall.yaml`` < ``properties/model/<Model>.yaml`` <
+``properties/dataset/<dataset>.yaml`` < ``config_file_list`` < ``config_dict`` < ``cmd_args``.
+
+Unlike RecBole's Config, command-line overrides come from an explicit ``cmd_args`` list, never
+from ``sys.argv`` (under pytest or inside another CLI, unrelated flags would leak in).
+"""
+
+import os
+
+import yaml
+from recbole.config import Config as RecBoleConfig
+
+from recbole_hetcomp.errors import HetCompError
+from recbole_hetcomp.registry import get_model
+
+PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
+
+
+def _properties_dir():
+    # Installed copies ship properties/ inside the package (setup.py's package_data); a source
+    # checkout keeps it at the repository top level, next to the package.
+    if os.path.isdir(PROPERTIES_DIR):
+        return PROPERTIES_DIR
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "properties")
+
+
+def properties_file(*parts):
+    """Path of a file under this package's ``properties/`` directory."""
+    return os.path.join(_properties_dir(), *parts)
+
+
+class Config(RecBoleConfig):
+    """RecBole Config that also reads ``properties/`` of this package.
+
+    Parameters
+    ----------
+    model : str or type, optional
+        Model name (resolved plugin-first, then RecBole) or class.
+    dataset : str, optional
+    config_file_list : list of str, optional
+    config_dict : dict, optional
+    cmd_args : list of str, optional
+        ``--key=value`` strings, the highest priority (parsed like RecBole's command line).
+    """
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None,
+                 cmd_args=None):
+        self._cmd_args = list(cmd_args or [])
+        for path in config_file_list or []:
+            if not os.path.isfile(path):
+                raise HetCompError(f"config file '{path}' does not exist; check --config_files")
+        try:
+            super().__init__(model, dataset, config_file_list, config_dict)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark else ""
+            raise HetCompError(f"malformed YAML in a config file{where}: "
+                               f"{getattr(exc, 'problem', exc)}") from None
+        except (NotImplementedError, KeyError) as exc:
+            raise HetCompError(f"bad configuration: {exc}") from None
+        self._check_value_types()
+
+    # --- RecBole hooks -------------------------------------------------------------------
+    def _load_cmd_line(self):
+        cmd = {}
+        for arg in self._cmd_args:
+            if not arg.startswith("--") or "=" not in arg:
+                raise HetCompError(f"unrecognised argument '{arg}': use --key=value")
+            key, value = arg[2:].split("=", 1)
+            if key in cmd and cmd[key] != value:
+                raise HetCompError(f"--{key} is given twice with different values")
+            cmd[key] = value
+        return self._convert_config_dict(cmd)
+
+    def _load_config_files(self, file_list):
+        merged = {}
+        for path in file_list or []:
+            with open(path, "r", encoding="utf-8") as f:
+                loaded = yaml.load(f.read(), Loader=self.yaml_loader)
+            if loaded is None:
+                continue
+            if not isinstance(loaded, dict):
+                raise HetCompError(f"config file '{path}' must hold 'key: value' lines")
+            merged.update(loaded)
+        return merged
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None:
+            model = self.external_config_dict.get("model")
+            if model is None:
+                raise HetCompError("no model given: pass --model=<Name>")
+        if dataset is None:
+            dataset = self.external_config_dict.get("dataset")
+            if dataset is None:
+                raise HetCompError("no dataset given: pass --dataset=<name>")
+        model_class = get_model(model) if isinstance(model, str) else model
+        return model_class.__name__, model_class, dataset
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        self.internal_config_dict.setdefault("MODEL_TYPE", model_class.type)
+        for path in (properties_file("overall.yaml"),
+                     properties_file("model", f"{model}.yaml"),
+                     properties_file("dataset", f"{dataset}.yaml")):
+            if os.path.isfile(path):
+                loaded = self._update_internal_config_dict(path) or {}
+                if path.endswith(os.path.join("dataset", f"{dataset}.yaml")):
+                    self.parameters["Dataset"] += [
+                        k for k in loaded if k not in self.parameters["Dataset"]]
+
+    # --- validation ----------------------------------------------------------------------
+    def _check_value_types(self):
+        """Refuse a user value whose type cannot be what the default's type says."""
+        user_values = dict(self.external_config_dict)
+        for key, value in user_values.items():
+            default = self.internal_config_dict.get(key)
+            if default is None or value is None:
+                continue
+            if not _compatible(default, value):
+                raise HetCompError(
+                    f"malformed value for '{key}': got {value!r}, expected "
+                    f"{_type_name(default)} like the default {default!r}")
+
+
+def _type_name(value):
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return "a string"
+
+
+def _compatible(default, value):
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple, int, float, str))  # RecBole accepts scalars
+    if isinstance(default, dict):
+        return isinstance(value, dict)
+    return True

@@ -1,0 +1,1 @@
+"""Dataset converters: raw published files to RecBole atomic files (``<name>/<name>.inter``)."""

@@ -1,0 +1,79 @@
+"""Make sure a dataset is on disk before anything is trained.
+
+RecBole downloads a named dataset when its directory is missing, and offline dies with an
+uncaught ``URLError`` (and, single-process, with ``torch.distributed.barrier()`` even online).
+Here: a file that is there is used; a known dataset is downloaded into a temporary directory and
+moved in place only when complete; anything else stops with one line saying where the
+``<name>.inter`` file must go.
+"""
+
+import os
+import shutil
+import socket
+import tempfile
+import urllib.error
+import urllib.request
+
+import yaml
+from recbole.utils.url import extract_zip, rename_atomic_files
+
+from recbole_hetcomp.errors import HetCompError
+
+DOWNLOAD_TIMEOUT_S = 20
+
+
+def _known_urls():
+    import recbole
+
+    path = os.path.join(os.path.dirname(recbole.__file__), "properties", "dataset", "url.yaml")
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}
+
+
+def required_inter_files(config):
+    """The atomic interaction files RecBole will read for ``config``."""
+    name, path = config["dataset"], config["data_path"]
+    suffixes = config["benchmark_filename"]
+    if suffixes:
+        return [os.path.join(path, f"{name}.{s}.inter") for s in suffixes]
+    return [os.path.join(path, f"{name}.inter")]
+
+
+def ensure_dataset(config, logger=None):
+    """Return when the dataset's files exist; download a known dataset; else raise HetCompError."""
+    name, path = config["dataset"], config["data_path"]
+    missing = [f for f in required_inter_files(config) if not os.path.isfile(f)]
+    if not missing:
+        return
+    hint = (f"put the RecBole atomic file {os.path.basename(missing[0])} in "
+            f"{os.path.abspath(path)}/ (or set --data_path to the directory that holds "
+            f"{name}/{name}.inter)")
+    url = _known_urls().get(name)
+    if url is None or config["benchmark_filename"] or os.path.isdir(path):
+        raise HetCompError(f"dataset '{name}' is not on disk: {hint}")
+    if logger:
+        logger.info(f"dataset [{name}] is not on disk: downloading {url}")
+    try:
+        _download(url, name, path)
+    except (urllib.error.URLError, socket.timeout, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise HetCompError(f"dataset '{name}' is not on disk and downloading {url} failed "
+                           f"({reason}): {hint}") from None
+
+
+def _download(url, name, path):
+    parent = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{name}-download-", dir=parent)
+    try:
+        archive = os.path.join(tmp, url.rpartition("/")[2])
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, \
+                open(archive, "wb") as out:
+            shutil.copyfileobj(response, out)
+        extract_zip(archive, tmp)
+        os.unlink(archive)
+        rename_atomic_files(tmp, os.path.splitext(os.path.basename(archive))[0], name)
+        os.replace(tmp, path)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,121 @@
+"""One train/valid/test split shared by every model of a run, and its fingerprint.
+
+RecBole shuffles with the model's ``seed`` while splitting, so two teachers with different seeds
+would see different splits. Here the split is built once under ``split_seed`` and every model
+gets its own data loaders over the same split datasets; the global seed is then reset to the
+model's ``seed``.
+"""
+
+import hashlib
+import json
+
+import numpy as np
+from recbole.data import create_dataset
+from recbole.data.utils import create_samplers, get_dataloader
+from recbole.utils import init_seed
+
+from recbole_hetcomp.data.availability import ensure_dataset
+from recbole_hetcomp.errors import HetCompError
+
+
+class Split:
+    """A dataset and its three split parts, with a fingerprint of what the models see.
+
+    Attributes
+    ----------
+    dataset : recbole.data.dataset.Dataset
+        The whole (filtered) dataset.
+    train, valid, test : Dataset
+        The split parts (RecBole's ``dataset.build()``).
+    fingerprint : str
+        SHA-256 of the split's interactions, id vocabularies and evaluation settings.
+    """
+
+    def __init__(self, dataset, parts, eval_settings):
+        self.dataset = dataset
+        self.train, self.valid, self.test = parts
+        self.fingerprint = split_fingerprint(dataset, parts, eval_settings)
+
+    @property
+    def n_users(self):
+        return self.dataset.user_num
+
+    @property
+    def n_items(self):
+        return self.dataset.item_num
+
+
+def eval_settings(config):
+    """The settings that shape the split and its evaluation."""
+    return {
+        "dataset": config["dataset"],
+        "eval_args": config["eval_args"],
+        "split_seed": config["split_seed"],
+        "filters": {k: config[k] for k in ("user_inter_num_interval", "item_inter_num_interval",
+                                           "val_interval", "load_col", "rm_dup_inter")},
+    }
+
+
+def split_fingerprint(dataset, parts, settings):
+    digest = hashlib.sha256()
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for field in (dataset.uid_field, dataset.iid_field):
+        digest.update("\x1f".join(map(str, dataset.field2id_token[field])).encode())
+    for part in parts:
+        users = part.inter_feat[dataset.uid_field].numpy().astype(np.int64)
+        items = part.inter_feat[dataset.iid_field].numpy().astype(np.int64)
+        # Order-free: the same interactions in any order give the same fingerprint.
+        order = np.lexsort((items, users))
+        digest.update(b"|part|")
+        digest.update(users[order].tobytes())
+        digest.update(items[order].tobytes())
+    return digest.hexdigest()
+
+
+def build_split(config, logger=None):
+    """Load the dataset and split it under ``config['split_seed']``.
+
+    Raises HetCompError when the dataset is not on disk (with the path to put it at).
+    """
+    ensure_dataset(config, logger)
+    init_seed(config["split_seed"], config["reproducibility"])
+    try:
+        dataset = create_dataset(config)
+    except (ValueError, FileNotFoundError) as exc:
+        raise HetCompError(f"cannot load dataset '{config['dataset']}': {exc}") from None
+    if dataset.inter_num == 0:
+        raise HetCompError(f"dataset '{config['dataset']}' has no interactions left after "
+                           "filtering: check its .inter file and the *_inter_num_interval keys")
+    parts = dataset.build()
+    if config["drop_unseen_eval_items"]:
+        parts = _drop_unseen_items(dataset, parts, logger)
+    init_seed(config["seed"], config["reproducibility"])
+    if logger:
+        logger.info(dataset)
+    return Split(dataset, parts, eval_settings(config))
+
+
+def _drop_unseen_items(dataset, parts, logger):
+    """Remove valid/test interactions whose item never occurs in training (the paper's protocol)."""
+    train, valid, test = parts
+    seen = np.zeros(dataset.item_num, dtype=bool)
+    seen[train.inter_feat[dataset.iid_field].numpy()] = True
+    kept = [train]
+    for part in (valid, test):
+        mask = seen[part.inter_feat[dataset.iid_field].numpy()]
+        if logger:
+            logger.info(f"dropping {int((~mask).sum())} evaluation interactions with items "
+                        "never seen in training")
+        kept.append(part.copy(part.inter_feat[np.flatnonzero(mask)]))
+    return kept
+
+
+def make_loaders(config, split):
+    """RecBole train/valid/test data loaders for ``config``'s model over ``split``."""
+    parts = [split.train, split.valid, split.test]
+    train_sampler, valid_sampler, test_sampler = create_samplers(config, split.dataset, parts)
+    train = get_dataloader(config, "train")(config, split.train, train_sampler,
+                                             shuffle=config["shuffle"])
+    valid = get_dataloader(config, "valid")(config, split.valid, valid_sampler, shuffle=False)
+    test = get_dataloader(config, "test")(config, split.test, test_sampler, shuffle=False)
+    return train, valid, test

@@ -1,0 +1,46 @@
+"""HetCompStudent: the small model HetComp distils the teachers' ensemble into.
+
+Kang et al., "Distillation from Heterogeneous Models for Top-K Recommendation", WWW 2023.
+Matrix factorisation with a small embedding, as in the paper; the distillation losses live in
+``HetCompTrainer`` (they need the ensemble knowledge), ``calculate_loss`` is the optional BPR
+term on the same batch (``cf_weight``).
+"""
+
+import torch
+from torch import nn
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.model.init import xavier_normal_initialization
+from recbole.model.loss import BPRLoss
+from recbole.utils import InputType
+
+
+class HetCompStudent(GeneralRecommender):
+    """Inner-product matrix factorisation trained from ensemble knowledge."""
+
+    input_type = InputType.PAIRWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.embedding_size = config["embedding_size"]
+        self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
+        self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
+        self.bpr_loss = BPRLoss()
+        self.apply(xavier_normal_initialization)
+
+    def user_scores(self, users):
+        """(B, I) scores of ``users`` for every item."""
+        return self.user_embedding(users) @ self.item_embedding.weight.T
+
+    def calculate_loss(self, interaction):
+        user = self.user_embedding(interaction[self.USER_ID])
+        pos = self.item_embedding(interaction[self.ITEM_ID])
+        neg = self.item_embedding(interaction[self.NEG_ITEM_ID])
+        return self.bpr_loss((user * pos).sum(-1), (user * neg).sum(-1))
+
+    def predict(self, interaction):
+        user = self.user_embedding(interaction[self.USER_ID])
+        item = self.item_embedding(interaction[self.ITEM_ID])
+        return (user * item).sum(-1)
+
+    def full_sort_predict(self, interaction):
+        return self.user_scores(interaction[self.USER_ID]).view(-1)

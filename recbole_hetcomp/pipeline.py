@@ -1,0 +1,152 @@
+"""The HetComp pipeline behind ``--model=HetCompStudent``.
+
+one split -> each teacher trained with trajectory recording (or taken from the store) ->
+knowledge -> student (and a same-size baseline trained without distillation), per seed ->
+test evaluation of teachers, ensemble, baseline and student -> report.
+"""
+
+import copy
+import time
+
+import numpy as np
+from recbole.trainer import Trainer
+from recbole.utils import init_seed, set_color
+
+from recbole_hetcomp.config import Config
+from recbole_hetcomp.data.split import make_loaders
+from recbole_hetcomp.ensemble import EnsembleRanker
+from recbole_hetcomp.errors import HetCompError
+from recbole_hetcomp.model import HetCompStudent
+from recbole_hetcomp.report import write_report
+from recbole_hetcomp.serving import inference_ms_per_1000_users, parameter_count
+from recbole_hetcomp.teachers import SHARED_KEYS, teacher_config, teacher_trajectory, train_model
+from recbole_hetcomp.trainer import HetCompTrainer
+from recbole_hetcomp.trainer.knowledge_set import KnowledgeSet
+
+
+class Stages:
+    """Log each stage with the time elapsed since the run started."""
+
+    def __init__(self, logger):
+        self.logger, self.start = logger, time.perf_counter()
+
+    def __call__(self, text):
+        elapsed = time.perf_counter() - self.start
+        self.logger.info(set_color(f"[HetComp {elapsed:7.1f}s] ", "blue") + text)
+
+
+def run_pipeline(config, split, config_file_list, logger):
+    """Run the whole pipeline; returns the report dict (rows, histories, paths)."""
+    stage = Stages(logger)
+    teachers = list(config["teachers"] or [])
+    if not teachers:
+        raise HetCompError("no teachers configured: set teachers, e.g. [BPR, CML, MultiVAE]")
+    trajectories = []
+    for index, name in enumerate(teachers, 1):
+        stage(f"teacher {index}/{len(teachers)}: {name}")
+        tconfig = teacher_config(config, name, config_file_list)
+        trajectories.append(teacher_trajectory(tconfig, split, logger))
+
+    stage("ensemble knowledge")
+    history = split.train.history_item_matrix()[0]
+    rows = [_teacher_row(t) for t in trajectories]
+    rows.append(_ensemble_row(config, split, trajectories, rows))
+
+    seeds = list(config["seeds"] or [config["seed"]])
+    students, baselines, runs = [], [], []
+    for seed in seeds:
+        stage(f"student HetCompStudent, seed {seed}")
+        student, run = train_student(config, split, trajectories, history, seed, logger)
+        students.append(student)
+        runs.append(run)
+        if config["baseline"]:
+            stage(f"baseline {config['baseline']} (embedding_size "
+                  f"{config['embedding_size']}, no distillation), seed {seed}")
+            baselines.append(train_baseline(config, split, seed, config_file_list, logger))
+            run["baseline_valid_history"] = baselines[-1].pop("valid_history")
+    if baselines:
+        rows.append(_mean_row(f"{config['baseline']} (same size)", baselines, "baseline"))
+    rows.append(_mean_row("HetCompStudent", students, "student"))
+    stage("report")
+    report = write_report(config, split, rows, runs, logger)
+    stage("done")
+    return report
+
+
+def train_student(config, split, trajectories, history, seed, logger):
+    """Distil the knowledge into a fresh student with ``seed``; returns (result, histories)."""
+    config = copy.deepcopy(config)
+    config["seed"] = seed
+    init_seed(seed, config["reproducibility"])
+    train_data, valid_data, test_data = make_loaders(config, split)
+    init_seed(seed, config["reproducibility"])
+    model = HetCompStudent(config, split.train).to(config["device"])
+    knowledge = KnowledgeSet(trajectories, history, split.n_items, config["hetcomp_k"],
+                             config["hetcomp_l"], config["temperature"],
+                             config["knowledge_batch_size"], config["device"])
+    trainer = HetCompTrainer(config, model)
+    trainer.set_knowledge(knowledge)
+    start = time.perf_counter()
+    trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
+    seconds = time.perf_counter() - start
+    test = trainer.evaluate(test_data, load_best_model=True,
+                            show_progress=config["show_progress"])
+    result = {"seed": seed, "test_result": {k: float(v) for k, v in test.items()},
+              "best_epoch": trainer.best_epoch, "train_seconds": seconds,
+              "n_params": parameter_count(model),
+              "inference_ms_per_1000_users": inference_ms_per_1000_users(
+                  model, split.dataset.uid_field, split.n_users)}
+    run = {"seed": seed, "kc_history": trainer.kc_history,
+           "valid_history": trainer.valid_history}
+    return result, run
+
+
+def train_baseline(config, split, seed, config_file_list, logger):
+    """The baseline model with the student's size and training budget, no distillation."""
+    overrides = {k: config[k] for k in SHARED_KEYS if config[k] is not None}
+    overrides.update(embedding_size=config["embedding_size"], epochs=config["epochs"],
+                     eval_step=config["eval_step"], stopping_step=config["stopping_step"],
+                     seed=seed)
+    bconfig = Config(model=config["baseline"], dataset=config["dataset"],
+                     config_file_list=config_file_list, config_dict=overrides)
+    return train_model(bconfig, split, logger, recorder_wanted=False)[2]
+
+
+def _teacher_row(trajectory):
+    m = trajectory.manifest
+    return {"model": m["teacher"], "kind": "teacher", "test_result": m["test_result"],
+            "n_params": m["n_params"], "inference_ms_per_1000_users":
+                m["inference_ms_per_1000_users"], "train_seconds": m["train_seconds"]}
+
+
+def _ensemble_row(config, split, trajectories, teacher_rows):
+    """Test metrics of the teachers' ensemble ranking; serving cost = all teachers together."""
+    rankings = np.stack([t.rankings for t in trajectories]).astype(np.int64)
+    import torch
+
+    model = EnsembleRanker(config, split.train, torch.from_numpy(rankings),
+                           k=max(config["topk"]) * 2, temperature=config["temperature"],
+                           batch_size=config["knowledge_batch_size"]).to(config["device"])
+    _, _, test_data = make_loaders(config, split)
+    test = Trainer(config, model).evaluate(test_data, load_best_model=False)
+    return {"model": f"Ensemble ({len(trajectories)} teachers)", "kind": "ensemble",
+            "test_result": {k: float(v) for k, v in test.items()},
+            "n_params": sum(r["n_params"] for r in teacher_rows),
+            "inference_ms_per_1000_users": sum(r["inference_ms_per_1000_users"]
+                                               for r in teacher_rows),
+            "train_seconds": sum(r["train_seconds"] for r in teacher_rows)}
+
+
+def _mean_row(name, results, kind):
+    metrics = results[0]["test_result"].keys()
+    row = {"model": name, "kind": kind, "seeds": len(results),
+           "test_result": {k: float(np.mean([r["test_result"][k] for r in results]))
+                           for k in metrics},
+           "test_std": {k: float(np.std([r["test_result"][k] for r in results]))
+                        for k in metrics},
+           "n_params": results[0]["n_params"],
+           "inference_ms_per_1000_users": float(np.median(
+               [r["inference_ms_per_1000_users"] for r in results])),
+           "train_seconds": float(np.mean([r["train_seconds"] for r in results]))}
+    row["per_seed"] = [r["test_result"] for r in results]
+    return row

@@ -1,0 +1,139 @@
+"""The run's report: a table (Markdown + JSON), a plot (PNG), printed and written next to the log."""
+
+import json
+import logging
+import os
+import platform
+
+import torch
+
+COLUMNS = ("recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "ndcg@50")
+
+
+def report_stem(config):
+    """``<log dir>/<log name>`` of the run (RecBole's FileHandler), else ./hetcomp_runs/."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            return os.path.splitext(handler.baseFilename)[0]
+    os.makedirs("hetcomp_runs", exist_ok=True)
+    return os.path.join("hetcomp_runs", f"{config['model']}-{config['dataset']}")
+
+
+def _cell(row, key):
+    value = row["test_result"].get(key)
+    if value is None:
+        return "-"
+    std = row.get("test_std", {}).get(key)
+    return f"{value:.4f} ± {std:.4f}" if std is not None and row.get("seeds", 1) > 1 else f"{value:.4f}"
+
+
+def summary(rows, metric="recall@50"):
+    """Gains of the student: over the baseline, share of the baseline-ensemble gap recovered,
+    and serving cost against the ensemble."""
+    by_kind = {r["kind"]: r for r in rows}
+    out = {}
+    student, baseline, ensemble = (by_kind.get(k) for k in ("student", "baseline", "ensemble"))
+    for m in (metric, metric.replace("recall", "ndcg")):
+        if student and baseline:
+            s, b = student["test_result"][m], baseline["test_result"][m]
+            out[f"{m} gain over baseline"] = (s - b) / b if b else None
+            if ensemble:
+                e = ensemble["test_result"][m]
+                out[f"{m} share of gap recovered"] = (s - b) / (e - b) if e != b else None
+    if student and ensemble:
+        out["inference speed-up vs ensemble"] = (ensemble["inference_ms_per_1000_users"]
+                                                 / student["inference_ms_per_1000_users"])
+        out["parameter ratio ensemble/student"] = ensemble["n_params"] / student["n_params"]
+    return out
+
+
+def markdown_table(rows):
+    head = ("| model | " + " | ".join(c.replace("recall", "Recall").replace("ndcg", "NDCG")
+                                       for c in COLUMNS)
+            + " | params | inference ms / 1k users | train s |")
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 4)]
+    for r in rows:
+        cells = [_cell(r, c) for c in COLUMNS]
+        lines.append(f"| {r['model']} | " + " | ".join(cells)
+                     + f" | {r['n_params']:,} | {r['inference_ms_per_1000_users']:.1f} "
+                       f"| {r['train_seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def write_report(config, split, rows, runs, logger):
+    """Write ``<stem>.report.md``, ``.report.json`` and ``.png``; log the table."""
+    stem = report_stem(config)
+    device = str(config["device"])
+    machine = (torch.cuda.get_device_name(config["device"]) if device.startswith("cuda")
+               else f"{platform.processor() or platform.machine()}, "
+                    f"{torch.get_num_threads()} torch threads")
+    stats = {"users": split.n_users - 1, "items": split.n_items - 1,
+             "train": len(split.train), "valid": len(split.valid), "test": len(split.test)}
+    facts = summary(rows)
+    text = [f"# HetComp on {config['dataset']}", "",
+            f"Dataset: {stats['users']:,} users, {stats['items']:,} items; interactions "
+            f"train {stats['train']:,} / valid {stats['valid']:,} / test {stats['test']:,}. "
+            f"Split fingerprint {split.fingerprint[:16]}.", "",
+            f"Device: {device} ({machine}). Test metrics of the epoch selected on validation "
+            f"{config['valid_metric']}; students and baselines are the mean (± std) over seeds "
+            f"{config['seeds'] or [config['seed']]}.", "", markdown_table(rows), ""]
+    text += [f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}"
+             for k, v in facts.items()]
+    markdown = "\n".join(text) + "\n"
+    report = {"dataset": config["dataset"], "dataset_stats": stats, "device": device,
+              "machine": machine, "split_fingerprint": split.fingerprint, "rows": rows,
+              "summary": facts, "runs": runs, "markdown": stem + ".report.md",
+              "json": stem + ".report.json", "plot": stem + ".png"}
+    _atomic_write(report["markdown"], markdown)
+    _atomic_write(report["json"], json.dumps(report, indent=2, default=str))
+    plot_progress(runs, config["valid_metric"], report["plot"])
+    logger.info("\n" + markdown)
+    logger.info(f"report written to {report['markdown']}, {report['json']}, {report['plot']}")
+    return report
+
+
+def _atomic_write(path, text):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def plot_progress(runs, metric, path):
+    """Student vs baseline validation metric per evaluation (first seed), with the share of
+    (user, teacher) pairs at the last snapshot on a second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = runs[0]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    student = run["valid_history"]
+    ax.plot([h["epoch"] for h in student], [h["score"] for h in student], "o-",
+            label="HetCompStudent")
+    baseline = run.get("baseline_valid_history") or []
+    if baseline:
+        ax.plot([h["epoch"] for h in baseline], [h["score"] for h in baseline], "s--",
+                label="same-size baseline")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"validation {metric}")
+    kc = run["kc_history"]
+    if kc:
+        ax2 = ax.twinx()
+        ax2.step([h["epoch"] for h in kc], [h["share_at_last"] for h in kc], "g:", where="post",
+                 label="pairs at last snapshot")
+        ax2.set_ylabel("share of (user, teacher) pairs at last snapshot")
+        ax2.set_ylim(0, 1.05)
+        switch = next((h["epoch"] for h in kc if h["loss"] == "rank"), None)
+        if switch is not None:
+            ax.axvline(switch, color="grey", lw=0.8)
+            ax.annotate("rank loss", (switch, ax.get_ylim()[0]), xytext=(3, 3),
+                        textcoords="offset points", fontsize=8)
+        ax2.legend(loc="lower right")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    tmp = f"{path}.tmp-{os.getpid()}.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -1,0 +1,189 @@
+"""Train a teacher with trajectory recording, or take it from the trajectory store."""
+
+import os
+import time
+
+import torch
+import yaml
+from recbole.utils import init_seed, set_color
+
+import recbole
+import recbole_hetcomp
+from recbole_hetcomp.config import Config, properties_file
+from recbole_hetcomp.data.split import make_loaders
+from recbole_hetcomp.errors import HetCompError
+from recbole_hetcomp.registry import get_model
+from recbole_hetcomp.serving import inference_ms_per_1000_users, parameter_count
+from recbole_hetcomp.trainer import make_trainer
+from recbole_hetcomp.trajectory import StoreError, Trajectory, TrajectoryRecorder, TrajectoryStore
+from recbole_hetcomp.trajectory.store import settings_hash
+
+# Keys that shape a teacher's training; with the model's own yaml keys they identify its store.
+TRAINING_KEYS = ("seed", "epochs", "train_batch_size", "learner", "learning_rate",
+                 "train_neg_sample_args", "eval_step", "stopping_step", "weight_decay",
+                 "clip_grad_norm", "valid_metric", "metrics", "topk", "trajectory_topk",
+                 "trajectory_snapshots", "trajectory_fractions")
+
+# Keys a run passes on to its teachers; training and model keys on the command line belong to
+# the model being run (the student), teachers get theirs from `teacher_config`.
+SHARED_KEYS = ("data_path", "use_gpu", "gpu_id", "state", "show_progress", "reproducibility",
+               "checkpoint_dir", "eval_batch_size", "split_seed", "trajectory_dir",
+               "trajectory_topk", "trajectory_snapshots", "trajectory_fractions",
+               "trajectory_batch_size", "metrics", "topk", "valid_metric", "eval_args",
+               "benchmark_filename", "load_col", "user_inter_num_interval",
+               "item_inter_num_interval", "field_separator", "USER_ID_FIELD", "ITEM_ID_FIELD",
+               "save_checkpoint", "worker")
+
+
+def model_keys(model_name):
+    """Keys of the model's default yaml files (RecBole's and this package's)."""
+    keys = set()
+    paths = [os.path.join(os.path.dirname(recbole.__file__), "properties", "model",
+                          f"{model_name}.yaml"),
+             properties_file("model", f"{model_name}.yaml")]
+    for path in paths:
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                keys.update((yaml.safe_load(f) or {}).keys())
+    return sorted(keys)
+
+
+def teacher_settings(config):
+    """Everything that identifies a teacher's trajectory besides the split."""
+    keys = sorted(set(model_keys(config["model"])) | set(TRAINING_KEYS))
+    return {"model": config["model"], **{k: config[k] for k in keys}}
+
+
+def teacher_config(run_config, teacher, config_file_list=None):
+    """Config of ``teacher`` for a run: shared keys + ``teacher_config`` overrides."""
+    overrides = dict(run_config["teacher_config"] or {})
+    unknown = [name for name in overrides if name != "default" and name not in
+               run_config["teachers"]]
+    if unknown:
+        raise HetCompError(f"teacher_config names {', '.join(unknown)}, which "
+                           f"{'is' if len(unknown) == 1 else 'are'} not in teachers "
+                           f"{run_config['teachers']}")
+    config_dict = {k: run_config[k] for k in SHARED_KEYS if run_config[k] is not None}
+    config_dict.update(overrides.get("default") or {})
+    config_dict.update(overrides.get(teacher) or {})
+    get_model(teacher)  # a clear error for an unknown teacher before anything else
+    return Config(model=teacher, dataset=run_config["dataset"],
+                  config_file_list=config_file_list, config_dict=config_dict)
+
+
+def store_path(config, split):
+    store = TrajectoryStore(config["trajectory_dir"])
+    return store, store.path_for(config["dataset"], split.fingerprint, config["model"],
+                                 teacher_settings(config))
+
+
+def load_teacher(config, split, logger):
+    """The stored trajectory for this teacher, split and settings, or None (set aside if bad)."""
+    store, path = store_path(config, split)
+    if not store.exists(path):
+        return None
+    try:
+        trajectory = store.load(path, split.fingerprint, teacher_settings(config))
+    except StoreError as exc:
+        if config["trajectory_on_error"] == "raise":
+            raise
+        aside = store.set_aside(path, "refused")
+        logger.warning(set_color(f"refusing trajectory store: {exc}; moved to {aside} and "
+                                 "retraining", "red"))
+        return None
+    logger.info(set_color(f"[{config['model']}] reusing recorded trajectory {path} "
+                          f"(snapshot epochs {trajectory.manifest['snapshot_epochs']})", "green"))
+    return trajectory
+
+
+def train_model(config, split, logger, recorder_wanted=True):
+    """Train ``config['model']`` on ``split``; returns (model, trainer, result dict)."""
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, valid_data, test_data = make_loaders(config, split)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, split.train).to(config["device"])
+    logger.info(model)
+    recorder = None
+    if recorder_wanted:
+        recorder = TrajectoryRecorder(model, split.train, config["trajectory_topk"],
+                                      config["trajectory_batch_size"])
+    trainer = make_trainer(config, model, recorder)
+    start = time.perf_counter()
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=True, show_progress=config["show_progress"])
+    if recorder is not None and not recorder.epochs:  # no validation ran: record the end state
+        trainer._save_checkpoint(config["epochs"] - 1, verbose=False)
+        recorder.record(config["epochs"] - 1, 0.0, recorder.rank_all())
+    train_seconds = time.perf_counter() - start
+    test_result = trainer.evaluate(test_data, load_best_model=True,
+                                   show_progress=config["show_progress"])
+    result = {
+        "model": config["model"],
+        "best_valid_score": float(best_valid_score),
+        "best_valid_result": _plain(best_valid_result),
+        "test_result": _plain(test_result),
+        "best_epoch": trainer.best_epoch,
+        "valid_history": trainer.valid_history,
+        "train_seconds": train_seconds,
+        "record_seconds": trainer.record_seconds,
+        "n_params": parameter_count(model),
+        "inference_ms_per_1000_users": inference_ms_per_1000_users(
+            model, split.dataset.uid_field, split.n_users),
+    }
+    return model, trainer, result
+
+
+def record_teacher(config, split, logger):
+    """Train a teacher with recording and write its trajectory to the store."""
+    fractions = list(config["trajectory_fractions"])
+    if len(fractions) != config["trajectory_snapshots"] - 1 or fractions != sorted(fractions):
+        raise HetCompError(f"trajectory_fractions {fractions} must be "
+                           f"{config['trajectory_snapshots'] - 1} ascending numbers "
+                           "(trajectory_snapshots - 1)")
+    model, trainer, result = train_model(config, split, logger)
+    recorder = trainer.recorder
+    start = time.perf_counter()
+    trainer.restore_best()
+    observed = recorder.rank_all(observed=True)
+    chosen, rankings = recorder.snapshots(trainer.best_epoch, fractions)
+    result["record_seconds"] += time.perf_counter() - start
+    settings = teacher_settings(config)
+    manifest = {
+        "teacher": config["model"],
+        "dataset": config["dataset"],
+        "settings": settings,
+        "settings_hash": settings_hash(settings),
+        "seed": config["seed"],
+        "split_fingerprint": split.fingerprint,
+        "n_users": split.n_users,
+        "n_items": split.n_items,
+        "M": recorder.top_m,
+        "C": len(chosen),
+        "fractions": fractions,
+        "snapshot_epochs": [recorder.epochs[i] for i in chosen],
+        "snapshot_valid_scores": [recorder.scores[i] for i in chosen],
+        "evaluations": [{"epoch": e, "valid_score": s}
+                        for e, s in zip(recorder.epochs, recorder.scores)],
+        "versions": {"recbole_hetcomp": recbole_hetcomp.__version__,
+                     "recbole": recbole.__version__, "torch": torch.__version__},
+        **{k: result[k] for k in ("best_epoch", "best_valid_result", "test_result",
+                                  "train_seconds", "record_seconds", "n_params",
+                                  "inference_ms_per_1000_users")},
+    }
+    store, path = store_path(config, split)
+    trajectory = Trajectory(rankings, observed, manifest)
+    store.save(path, trajectory)
+    logger.info(set_color(f"[{config['model']}] trajectory stored in {path} (snapshot epochs "
+                          f"{manifest['snapshot_epochs']}, recording took "
+                          f"{result['record_seconds']:.2f}s of {result['train_seconds']:.1f}s)",
+                          "green"))
+    return trajectory
+
+
+def teacher_trajectory(config, split, logger):
+    """Stored trajectory if valid, else train and record it."""
+    return load_teacher(config, split, logger) or record_teacher(config, split, logger)
+
+
+def _plain(result):
+    return {k: float(v) for k, v in (result or {}).items()}

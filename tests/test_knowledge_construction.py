@@ -1,0 +1,228 @@
+"""Easy-to-hard knowledge construction against slow, obvious per-(user, teacher) loops."""
+
+import math
+
+import pytest
+import torch
+
+from recbole_hetcomp.knowledge import (
+    KnowledgeState,
+    discrepancy,
+    exclusion_mask,
+    knowledge_step,
+    masked_topk,
+    mean_snapshot,
+    share_at_last,
+    should_switch,
+    threshold,
+)
+
+
+def reference_discrepancy(student, teacher, n=50, temperature=10.0):
+    """1 - NDCG of one student list against one teacher list, in plain Python."""
+    head = {i for i in teacher[:n] if i != 0}
+    gains = [2 ** math.exp(-t / temperature) - 1 for t in range(min(n, len(student)))]
+    dcg = sum(g for g, item in zip(gains, student) if item != 0 and item in head)
+    return 1 - dcg / sum(gains)
+
+
+def reference_step(choice, d, initialised, student_top, rankings, epoch, p, alpha, decay, n):
+    """One knowledge step over python lists, pair by pair. Returns the new (choice, d)."""
+    x, c, u, _ = rankings.shape
+    choice = [row[:] for row in choice]
+    d = [row[:] for row in d]
+    th = alpha * decay ** (epoch // p)
+    for user in range(u):
+        student = student_top[user].tolist()
+        for t in range(x):
+            v = choice[user][t]
+            d_next = reference_discrepancy(student, rankings[t, min(v + 1, c - 1), user].tolist(), n)
+            if not initialised:
+                d[user][t] = d_next
+                continue
+            if v >= c - 1:
+                continue
+            if d_next == 0:
+                advance = True
+            else:
+                ratio = d[user][t] / d_next
+                advance = ratio > th or ratio < 1
+            if advance:
+                choice[user][t] = v + 1
+                d[user][t] = reference_discrepancy(
+                    student, rankings[t, min(v + 2, c - 1), user].tolist(), n)
+    return choice, d
+
+
+def random_rankings(gen, x, c, u, m, n_items):
+    out = torch.zeros(x, c, u, m, dtype=torch.int32)
+    for t in range(x):
+        for s in range(c):
+            for user in range(u):
+                length = int(torch.randint(m // 2, m + 1, (1,), generator=gen))
+                out[t, s, user, :length] = (torch.randperm(n_items - 1, generator=gen)[:length] + 1).int()
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_masked_topk_matches_reference(seed):
+    gen = torch.Generator().manual_seed(seed)
+    b, n_items, n = 7, 9, 5
+    scores = torch.randn(b, n_items, generator=gen)
+    exclude = torch.rand(b, n_items, generator=gen) < 0.4
+    exclude[:, 0] = True
+    exclude[0] = True  # a user with nothing left
+    exclude[1, 1:] = torch.arange(1, n_items) > 2  # only items 1 and 2 left
+    top = masked_topk(scores, exclude, n)
+    for i in range(b):
+        allowed = [j for j in range(n_items) if not exclude[i, j]]
+        ref = sorted(allowed, key=lambda j: -scores[i, j].item())[:n]
+        assert top[i].tolist() == ref + [0] * (n - len(ref))
+
+
+def test_masked_topk_longer_than_catalogue():
+    scores = torch.tensor([[0.0, 3.0, 1.0]])
+    exclude = torch.tensor([[True, False, False]])
+    assert masked_topk(scores, exclude, 5).tolist() == [[1, 2, 0, 0, 0]]
+
+
+def test_exclusion_mask():
+    mask = exclusion_mask(torch.tensor([[2, 3, 0], [0, 0, 0]]), 5)
+    assert mask.tolist() == [[True, False, True, True, False], [True, False, False, False, False]]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_discrepancy_matches_reference(seed):
+    gen = torch.Generator().manual_seed(10 + seed)
+    b, x, n_items = 6, 3, 15
+    n = 6
+    student = torch.stack([torch.randperm(n_items - 1, generator=gen)[:8] + 1 for _ in range(b)])
+    student[0, 5:] = 0  # a short student list (few unobserved items)
+    teacher = torch.randint(0, n_items, (b, x, 9), generator=gen)
+    teacher[:, 0, 4:] = 0  # padded teacher lists
+    teacher[1, 1, :8] = student[1]  # a perfect agreement: D = 0
+    out = discrepancy(student, teacher, n=n)
+    assert out.shape == (b, x) and out.dtype == torch.float64
+    for i in range(b):
+        for t in range(x):
+            ref = reference_discrepancy(student[i].tolist(), teacher[i, t].tolist(), n)
+            assert out[i, t].item() == pytest.approx(ref, abs=1e-10)
+    assert out[1, 1].item() == 0.0
+    # Without a teacher dimension: (B, N')
+    flat = discrepancy(student, teacher[:, 2], n=n)
+    assert torch.equal(flat, out[:, 2])
+
+
+def test_discrepancy_padding_never_hits():
+    student = torch.tensor([[0, 0, 5]])
+    teacher = torch.tensor([[0, 0, 0]])
+    assert discrepancy(student, teacher, n=3).item() == 1.0
+
+
+def test_threshold_schedule():
+    assert threshold(0) == pytest.approx(1.05)
+    assert threshold(19, p=10) == pytest.approx(1.05 * 0.995)
+    assert threshold(100, p=10) == pytest.approx(1.05 * 0.995 ** 10)
+    assert threshold(100, p=10) < 1 < threshold(90, p=10)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_knowledge_step_matches_reference_over_calls(seed):
+    gen = torch.Generator().manual_seed(20 + seed)
+    x, c, u, m, n_items, n = 3, 4, 9, 6, 10, 5
+    rankings = random_rankings(gen, x, c, u, m, n_items)
+    state = KnowledgeState.new(u, x)
+    ref_choice = state.choice.tolist()
+    ref_d = state.d.tolist()
+    initialised = False
+    for call in range(1, 9):
+        epoch = call * 10
+        student = torch.stack([torch.randperm(n_items - 1, generator=gen)[:n] + 1 for _ in range(u)])
+        # Some users copy a teacher's next snapshot head: D = 0 and 0 / 0 ratios happen.
+        student[0] = rankings[0, min(ref_choice[0][0] + 1, c - 1), 0, :n].long()
+        state = knowledge_step(state, student, rankings, epoch, p=10, alpha=1.05, decay=0.995,
+                               batch_size=4, n=n)
+        ref_choice, ref_d = reference_step(ref_choice, ref_d, initialised, student, rankings,
+                                           epoch, 10, 1.05, 0.995, n)
+        initialised = True
+        assert state.initialised
+        assert state.choice.tolist() == ref_choice
+        assert torch.allclose(state.d, torch.tensor(ref_d, dtype=torch.float64), atol=1e-10)
+        assert bool((state.choice >= 0).all() and (state.choice <= c - 1).all())
+
+
+def test_first_call_only_remembers():
+    rankings = torch.arange(1, 2 * 3 * 4 * 5 + 1, dtype=torch.int32).reshape(2, 3, 4, 5)
+    state = KnowledgeState.new(4, 2)
+    student = torch.randint(1, 100, (4, 5))
+    knowledge_step(state, student, rankings, epoch=10, n=5)
+    assert state.initialised and not state.choice.any()
+    expected = discrepancy(student, rankings[:, 1].permute(1, 0, 2), n=5)
+    assert torch.equal(state.d, expected)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_schedule_always_ends(seed):
+    gen = torch.Generator().manual_seed(40 + seed)
+    x, c, u, m, n_items, p = 3, 4, 20, 8, 12, 10
+    alpha, decay = 1.05, 0.995
+    rankings = random_rankings(gen, x, c, u, m, n_items)
+    # Any starting state: random snapshots, random remembered discrepancies, either phase.
+    state = KnowledgeState(
+        choice=torch.randint(0, c, (u, x), generator=gen),
+        d=torch.rand(u, x, generator=gen, dtype=torch.float64),
+        initialised=bool(seed % 2),
+    )
+    # th < 1 from call k_below on (epoch = call * p): from then on every pair advances.
+    k_below = next(k for k in range(10_000) if alpha * decay ** k < 1)
+    bound = k_below + c
+    calls = 0
+    while not should_switch(state.choice, c, switch_share=1.0):
+        calls += 1
+        assert calls <= bound, "knowledge construction did not end"
+        student = torch.randint(0, n_items, (u, 6), generator=gen)
+        knowledge_step(state, student, rankings, epoch=calls * p, p=p, alpha=alpha, decay=decay,
+                       batch_size=7, n=6)
+    assert bool((state.choice == c - 1).all())
+
+
+def test_progress_summaries():
+    choice = torch.tensor([[3, 0], [3, 3], [3, 1], [2, 3]])
+    assert share_at_last(choice, 4) == pytest.approx(5 / 8)
+    assert mean_snapshot(choice).tolist() == pytest.approx([11 / 4, 7 / 4])
+    assert not should_switch(choice, 4)
+    assert should_switch(choice, 4, switch_share=0.6)
+    assert should_switch(torch.full((3, 2), 3), 4)
+
+
+def test_state_to_device():
+    state = KnowledgeState.new(3, 2, device="cpu")
+    moved = state.to("cpu")
+    assert moved.choice.shape == (3, 2) and moved.d.dtype == torch.float64 and not moved.initialised
+
+
+def test_advance_rule_edge_cases():
+    # One user, one teacher per case, C = 3; the student list is [1, 2]; n = 2.
+    # Snapshot 1 of teacher 0 is [1, 2] (D = 0), of teacher 1 is [8, 9] (D = 1).
+    rankings = torch.tensor([[[[5, 6]], [[1, 2]], [[7, 8]]],
+                             [[[5, 6]], [[8, 9]], [[7, 8]]]], dtype=torch.int32)  # (X=2, C=3, U=1, M=2)
+    student = torch.tensor([[1, 2]])
+    for d_old, teacher, advanced in [
+        (0.0, 0, True),    # 0 / 0 counts as advancing
+        (0.5, 0, True),    # x / 0 too
+        (1.0, 1, False),   # ratio exactly 1, threshold above 1: stay
+        (0.5, 1, True),    # ratio below 1
+    ]:
+        state = KnowledgeState(choice=torch.zeros(1, 2, dtype=torch.long),
+                               d=torch.full((1, 2), d_old, dtype=torch.float64), initialised=True)
+        knowledge_step(state, student, rankings, epoch=10, n=2)
+        assert state.choice[0, teacher].item() == int(advanced)
+        if advanced:  # remembers D against the new next snapshot (2: [7, 8], no hit)
+            assert state.d[0, teacher].item() == 1.0
+        else:
+            assert state.d[0, teacher].item() == d_old
+    # At the last snapshot nothing moves, whatever the ratio.
+    state = KnowledgeState(choice=torch.full((1, 2), 2), d=torch.zeros(1, 2, dtype=torch.float64),
+                           initialised=True)
+    knowledge_step(state, student, rankings, epoch=10, n=2)
+    assert state.choice.tolist() == [[2, 2]]
