@@ -53,11 +53,11 @@ def masked_topk(scores, exclude, n):
     """
     scores = scores.detach().masked_fill(exclude, float("-inf"))
     b, i = scores.shape
-    nn = min(n, i)
-    values, items = scores.topk(nn, dim=1)
+    kk = min(n, i)
+    values, items = scores.topk(kk, dim=1)
     items = torch.where(values > float("-inf"), items, torch.zeros_like(items))
-    if nn < n:
-        items = torch.cat([items, items.new_zeros(b, n - nn)], dim=1)
+    if kk < n:
+        items = torch.cat([items, items.new_zeros(b, n - kk)], dim=1)
     return items
 
 

@@ -46,8 +46,9 @@ def ensemble_top(lists, k, temperature=10.0):
         return (torch.zeros(b, k, dtype=torch.long, device=device),
                 torch.zeros(b, k, dtype=torch.bool, device=device))
     w_table = fixed_point_importance(m, temperature, device)
-    # The cumulative sum below adds every weight of a row: it must not overflow int64.
-    if int(w_table.sum()) * x >= 2**62:
+    # Largest possible row total: the cumulative sum below adds every weight of a row.
+    max_total = int(w_table.sum()) * x
+    if max_total >= 2**62:
         raise ValueError(f"{x} lists of length {m} overflow the {FIXED_POINT_BITS}-bit fixed point")
 
     ids = lists.reshape(b, n).long()                            # (B, N) candidate ids
@@ -67,7 +68,7 @@ def ensemble_top(lists, k, temperature=10.0):
 
     kk = min(k, n)
     pos_bits = (n - 1).bit_length()
-    if (int(w_table.sum()) * x).bit_length() + pos_bits <= 62:
+    if max_total.bit_length() + pos_bits <= 62:
         # Run ends sit in ascending id order: appending the reversed position to the score makes
         # every key unique and puts the smaller id first on ties, so any top-k algorithm agrees.
         key = (score << pos_bits) | (n - 1 - torch.arange(n, device=device))
