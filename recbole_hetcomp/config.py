@@ -114,15 +114,28 @@ class Config(RecBoleConfig):
     # --- validation ----------------------------------------------------------------------
     def _check_value_types(self):
         """Refuse a user value whose type cannot be what the default's type says."""
-        user_values = dict(self.external_config_dict)
-        for key, value in user_values.items():
+        for key, value in dict(self.external_config_dict).items():
             default = self.internal_config_dict.get(key)
             if default is None or value is None:
                 continue
+            if isinstance(default, list) and isinstance(value, str):
+                # RecBole's eval() cannot read bare names: --teachers=[BPR,CML]
+                value = _parse_list(value)
+                self.final_config_dict[key] = self.external_config_dict[key] = value
             if not _compatible(default, value):
                 raise HetCompError(
                     f"malformed value for '{key}': got {value!r}, expected "
                     f"{_type_name(default)} like the default {default!r}")
+
+
+def _parse_list(text):
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, list):
+        value = [part.strip() for part in text.strip("[]").split(",") if part.strip()]
+    return value
 
 
 def _type_name(value):

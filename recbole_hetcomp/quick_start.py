@@ -62,9 +62,17 @@ def format_metrics(result):
 
 
 def _init_logging(config):
-    # RecBole's init_logger adds handlers each call; in one process (tests, several runs) keep
-    # one set of handlers.
+    # RecBole's init_logger goes through logging.basicConfig, which does nothing once the root
+    # logger has handlers: swap out the handlers of an earlier run (tests, several runs in one
+    # process), keep anyone else's (pytest's capture), and tag ours.
     root = logging.getLogger()
+    others = [h for h in root.handlers if not getattr(h, "_hetcomp", False)]
     for handler in list(root.handlers):
         root.removeHandler(handler)
+        if getattr(handler, "_hetcomp", False):
+            handler.close()
     init_logger(config)
+    for handler in root.handlers:
+        handler._hetcomp = True
+    for handler in others:
+        root.addHandler(handler)

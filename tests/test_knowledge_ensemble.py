@@ -39,7 +39,8 @@ def random_lists(gen, b, x, m, n_items):
 def test_rank_importance():
     w = rank_importance(5, temperature=10.0)
     assert w.dtype == torch.float64
-    assert torch.allclose(w, torch.tensor([math.exp(-r / 10) for r in range(5)], dtype=torch.float64))
+    expected = torch.tensor([math.exp(-r / 10) for r in range(5)], dtype=torch.float64)
+    assert torch.allclose(w, expected)
     fixed = fixed_point_importance(400, temperature=10.0)
     assert fixed.dtype == torch.long and bool((fixed >= 1).all())
     assert bool((fixed[:-1] >= fixed[1:]).all())

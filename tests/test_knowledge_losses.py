@@ -71,7 +71,7 @@ def make_batch(seed, b=6, n_items=14, k=12, l=4, shuffle_masks=False):
         observed[u, :len(ranked)] = torch.tensor(ranked, dtype=torch.long)
         o_mask[u, :len(ranked)] = True
         # user 1: T_u holds every unobserved item (empty remainder); others: random lengths
-        n_t = min(k, len(unobserved)) if u == 1 else int(torch.randint(0, k + 1, (1,), generator=gen))
+        n_t = k if u == 1 else int(torch.randint(0, k + 1, (1,), generator=gen))
         n_t = min(n_t, len(unobserved))
         targets[u, :n_t] = torch.tensor(unobserved[:n_t], dtype=torch.long)
         t_mask[u, :n_t] = True
@@ -150,6 +150,16 @@ def test_extreme_scores_stay_finite(dtype, fn):
     loss, grad = _loss_and_grad(fn, extreme, weights, *args)
     assert torch.allclose(loss, ref_loss, atol=1e-6, rtol=1e-9)
     assert torch.allclose(grad, ref_grad, atol=1e-9)
+
+
+def test_masked_logsumexp_gradcheck():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 7, generator=gen, dtype=torch.float64, requires_grad=True)
+    mask = torch.rand(4, 7, generator=gen) < 0.6
+    mask[:, 0] = True
+    assert torch.autograd.gradcheck(lambda t: masked_logsumexp(t, mask, dim=1), (x,))
+    x_t = x.detach().T.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: masked_logsumexp(t, mask.T, dim=0), (x_t,))
 
 
 def test_masked_logsumexp_empty_rows():

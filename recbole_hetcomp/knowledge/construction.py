@@ -147,8 +147,8 @@ def discrepancy(student_top, teacher_lists, n=50, temperature=10.0):
     lead = teacher.shape[:-1]                                   # (B, ...)
     b = teacher.shape[0]
     gain = _fixed_point_gain(student_sorted.shape[1], temperature, teacher.device)
-    out = _discrepancy_sorted(student_sorted, student_pos, teacher.reshape(b, -1, teacher.shape[-1]),
-                              gain)
+    flat = teacher.reshape(b, -1, teacher.shape[-1])            # (B, E, n')
+    out = _discrepancy_sorted(student_sorted, student_pos, flat, gain)
     return out.reshape(lead)
 
 
@@ -197,7 +197,9 @@ def knowledge_step(state, student_top, rankings, epoch, p=10, alpha=1.05, decay=
     moves. Later calls, with th = ``threshold(epoch, p, alpha, decay)``: every pair not at the last
     snapshot computes d_next = D(u, snapshot v + 1) and advances when d / d_next > th or
     d / d_next < 1 (d_next = 0 counts as advancing, 0 / 0 included); an advanced pair remembers
-    D(u, snapshot min(v + 1, C - 1)) for its new v, the others keep their d.
+    D(u, snapshot min(v + 1, C - 1)) for its new v, the others keep their d. Once th < 1 every
+    ratio passes, so d_next is not computed at all. Vectorised over users (in batches of
+    ``batch_size``) and teachers; each batch costs one host sync (to list the pairs that can move).
 
     Parameters
     ----------
@@ -242,17 +244,20 @@ def knowledge_step(state, student_top, rankings, epoch, p=10, alpha=1.05, decay=
         if not state.initialised:
             user = torch.arange(start, end, device=device).unsqueeze(1)  # (B, 1)
             heads = rankings[teacher.unsqueeze(0), (v + 1).clamp_max(c - 1), user, :n]
-            state.d[start:end] = _discrepancy_sorted(student_sorted, student_pos, heads.long(), gain)
+            state.d[start:end] = _discrepancy_sorted(student_sorted, student_pos, heads.long(),
+                                                     gain)
             continue
         # Only pairs short of the last snapshot can move: work on those pairs alone.
         row, col = (v < c - 1).nonzero(as_tuple=True)           # (P,) pair coordinates
-        d_next = _pair_discrepancy(student_sorted, student_pos, rankings, row, col,
-                                   v[row, col] + 1, start, n, gain)
-        d = state.d[start + row, col]
-        reached = d_next == 0
-        ratio = d / torch.where(reached, torch.ones_like(d_next), d_next)
-        advance = reached | (ratio > th) | (ratio < 1)          # (P,)
-        row, col = row[advance], col[advance]
+        if th >= 1:
+            d_next = _pair_discrepancy(student_sorted, student_pos, rankings, row, col,
+                                       v[row, col] + 1, start, n, gain)
+            d = state.d[start + row, col]
+            reached = d_next == 0
+            ratio = d / torch.where(reached, torch.ones_like(d_next), d_next)
+            advance = reached | (ratio > th) | (ratio < 1)      # (P,)
+            row, col = row[advance], col[advance]
+        # else every ratio is > th or < 1: all these pairs advance, d_next is not needed.
         v_new = v[row, col] + 1
         state.choice[start + row, col] = v_new
         state.d[start + row, col] = _pair_discrepancy(

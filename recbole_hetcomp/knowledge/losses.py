@@ -2,8 +2,10 @@
 
 Both take the student's scores for all items of a batch of users and return one loss per user;
 the trainer weights (0.01 overall, 0.005 rank) and sums them. Every log-sum-exp is computed with
-masks over the raw scores (no clamping). Sums over empty sets are -inf in log space; they are
-guarded with ``torch.where`` so that no branch that is not used sends a NaN gradient back.
+masks over the raw scores (no clamping), shifted by its maximum. Sums over empty sets are -inf in
+log space; they are guarded (``torch.where``, and a log-sum-exp whose backward is written out) so
+that no unused branch sends a NaN gradient back: losses and gradients stay finite for any finite
+scores (tested at +-1e4).
 """
 
 import torch

@@ -1,0 +1,41 @@
+"""Shared fixtures: a tiny synthetic atomic dataset and configs that run in seconds."""
+
+import os
+
+import numpy as np
+import pytest
+
+
+def write_tiny_dataset(root, name="tiny", n_users=40, n_items=60, seed=0):
+    """Users in two taste groups (even / odd items), 8-20 items each: learnable in a few epochs."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.join(root, name), exist_ok=True)
+    lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    for u in range(n_users):
+        group = np.arange(u % 2, n_items, 2)
+        k = int(rng.integers(8, 21))
+        items = rng.choice(group, size=min(k, len(group)), replace=False)
+        lines += [f"u{u}\ti{i}\t1\t{t}" for t, i in enumerate(items)]
+    with open(os.path.join(root, name, f"{name}.inter"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """(data_path, base config dict) for the tiny dataset; cwd is a temporary directory."""
+    monkeypatch.chdir(tmp_path)
+    write_tiny_dataset(str(tmp_path / "data"))
+    config = {
+        "data_path": str(tmp_path / "data"),
+        "use_gpu": False,
+        "show_progress": False,
+        "state": "ERROR",
+        "checkpoint_dir": str(tmp_path / "saved"),
+        "trajectory_dir": str(tmp_path / "traj"),
+        "train_batch_size": 256,
+        "epochs": 2,
+        "eval_step": 1,
+        "trajectory_topk": 10,
+    }
+    return str(tmp_path / "data"), config

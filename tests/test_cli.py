@@ -1,0 +1,64 @@
+"""User mistakes end in one clear line and a non-zero exit, never a traceback."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from recbole_hetcomp.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(args, cwd):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "run_hetcomp.py"), *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=120)
+    return proc.returncode, proc.stderr
+
+
+def test_unknown_model_subprocess(tmp_path):
+    code, err = run_cli(["--model=NoSuchModel", "--dataset=ml-100k"], tmp_path)
+    assert code == 2
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: unknown model 'NoSuchModel'")
+
+
+def test_offline_dataset_says_where_to_put_it(tmp_path, monkeypatch, capsys):
+    import urllib.error
+
+    import recbole_hetcomp.data.availability as availability
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(availability.urllib.request, "urlopen", offline)
+    monkeypatch.chdir(tmp_path)
+    code = main(["--model=BPR", "--dataset=ml-1m", f"--data_path={tmp_path}/data",
+                 "--state=ERROR"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "ml-1m.inter" in err[0] and "--data_path" in err[0] and "network" in err[0]
+    assert not os.path.exists(tmp_path / "data" / "ml-1m")  # nothing half-written
+
+
+def test_unknown_dataset_not_downloadable(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = main(["--model=BPR", "--dataset=my-shop", f"--data_path={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "my-shop.inter" in err and "not on disk" in err
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--learning_rate=fast"], "malformed value for 'learning_rate'"),
+    (["--teachers=[BPR,Nope]", "--epochs=1"], "unknown model 'Nope'"),
+    (["--hetcomp_k=5000", "--teachers=[BPR]"], "hetcomp_k=5000"),
+])
+def test_bad_values(tiny, capsys, args, text):
+    data_path, base = tiny
+    common = [f"--data_path={data_path}", "--state=ERROR", "--show_progress=False",
+              f"--trajectory_dir={base['trajectory_dir']}", "--teacher_config={'default': "
+              "{'epochs': 1, 'trajectory_topk': 10}}", "--trajectory_topk=10"]
+    code = main(["--model=HetCompStudent", "--dataset=tiny", *common, *args])
+    assert code == 2
+    assert text in capsys.readouterr().err

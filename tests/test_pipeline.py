@@ -1,0 +1,81 @@
+"""The HetComp pipeline end to end on a tiny dataset, resume, report, and the student trainer."""
+
+import json
+import logging
+import os
+
+import pytest
+
+import recbole_hetcomp.teachers as teachers
+from recbole_hetcomp.quick_start import run_hetcomp
+from recbole_hetcomp.report import COLUMNS
+
+
+def pipeline_config(base, **extra):
+    settings = dict(teachers=["BPR", "CML"], epochs=4, kc_period=1, eval_step=1, hetcomp_k=10,
+                    hetcomp_l=3, discrepancy_n=5, embedding_size=4,
+                    teacher_config={"default": {"epochs": 3, "eval_step": 1}})
+    return {**base, **settings, **extra}
+
+
+def test_pipeline_end_to_end_and_resume(tiny, monkeypatch, caplog):
+    _, base = tiny
+    config = pipeline_config(base, state="INFO")  # the reuse message is logged at INFO
+    real = teachers.record_teacher
+
+    def interrupted(tconfig, split, logger):
+        if tconfig["model"] == "CML":
+            raise KeyboardInterrupt  # the run dies while training the second teacher
+        return real(tconfig, split, logger)
+
+    monkeypatch.setattr(teachers, "record_teacher", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_hetcomp("HetCompStudent", "tiny", config_dict=config)
+    monkeypatch.setattr(teachers, "record_teacher", real)
+
+    trained = []
+    monkeypatch.setattr(teachers, "record_teacher",
+                        lambda c, s, l: trained.append(c["model"]) or real(c, s, l))
+    caplog.set_level(logging.INFO)
+    report = run_hetcomp("HetCompStudent", "tiny", config_dict=config)
+    assert trained == ["CML"]  # BPR came from the store
+    assert "[BPR] reusing recorded trajectory" in caplog.text
+
+    names = [row["model"] for row in report["rows"]]
+    assert names == ["BPR", "CML", "Ensemble (2 teachers)", "BPR (same size)", "HetCompStudent"]
+    for row in report["rows"]:
+        assert set(COLUMNS) <= set(row["test_result"])
+        assert row["n_params"] > 0 and row["inference_ms_per_1000_users"] > 0
+    student = report["rows"][-1]
+    assert student["n_params"] == report["rows"][-2]["n_params"]  # same size as the baseline
+    assert report["runs"][0]["kc_history"], "knowledge construction never ran"
+    for path in (report["markdown"], report["json"], report["plot"]):
+        assert os.path.getsize(path) > 0
+    assert "| HetCompStudent |" in open(report["markdown"]).read()
+    assert json.load(open(report["json"]))["rows"][-1]["model"] == "HetCompStudent"
+
+    # a second run reuses every teacher
+    trained.clear()
+    run_hetcomp("HetCompStudent", "tiny", config_dict=config)
+    assert trained == []
+
+
+def test_seeds_give_mean_and_std(tiny):
+    _, base = tiny
+    report = run_hetcomp("HetCompStudent", "tiny",
+                         config_dict=pipeline_config(base, seeds=[1, 2], baseline=None))
+    student = report["rows"][-1]
+    assert student["seeds"] == 2 and len(student["per_seed"]) == 2
+    assert "recall@50" in student["test_std"]
+    assert [r["kind"] for r in report["rows"]] == ["teacher", "teacher", "ensemble", "student"]
+
+
+def test_student_switches_to_rank_loss(tiny):
+    _, base = tiny
+    report = run_hetcomp("HetCompStudent", "tiny", config_dict=pipeline_config(
+        base, epochs=30, stopping_step=100, baseline=None, alpha=0.9))
+    kc = report["runs"][0]["kc_history"]
+    # threshold below 1 from the start: every pair advances by one snapshot per step
+    assert [round(h["share_at_last"], 3) for h in kc[:4]] == [0.0, 0.0, 0.0, 1.0]
+    assert kc[3]["loss"] == "rank" and all(h["loss"] == "rank" for h in kc[3:4])
+    assert len(kc) == 4  # no construction after the switch

@@ -1,0 +1,96 @@
+"""Trajectory recording: lists equal a brute-force top-M; snapshot rule; one shared split."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from recbole.data.interaction import Interaction
+
+from recbole_hetcomp.config import Config
+from recbole_hetcomp.data.split import build_split, make_loaders
+from recbole_hetcomp.model import CML
+from recbole_hetcomp.registry import get_model
+from recbole_hetcomp.teachers import record_teacher, teacher_trajectory
+from recbole_hetcomp.trainer import make_trainer
+from recbole_hetcomp.trajectory import TrajectoryRecorder, select_snapshots
+
+LOG = logging.getLogger("test")
+
+
+def brute_force_top(model, uid_field, user, excluded, m):
+    scores = model.full_sort_predict(Interaction({uid_field: torch.tensor([user])})).tolist()
+    candidates = [i for i in range(1, len(scores)) if i not in excluded]
+    candidates.sort(key=lambda i: -scores[i])
+    top = candidates[:m]
+    return top + [0] * (m - len(top))
+
+
+@pytest.mark.parametrize("model_name", ["BPR", "CML", "MultiVAE"])
+def test_recorded_lists_equal_brute_force(tiny, model_name):
+    _, base = tiny
+    config = Config(model_name, "tiny", config_dict=dict(base, epochs=3, stopping_step=100))
+    split = build_split(config)
+    train, valid, _ = make_loaders(config, split)
+    model = get_model(model_name)(config, split.train)
+    recorder = TrajectoryRecorder(model, split.train, top_m=15, batch_size=7)
+    trainer = make_trainer(config, model, recorder)
+    trainer.fit(train, valid, saved=True)
+    assert recorder.epochs == [0, 1, 2]
+    last = recorder.rankings[-1]  # recorded from the model as it is now (last epoch)
+    model.eval()
+    history, _, lengths = split.train.history_item_matrix()
+    for user in range(1, split.n_users):
+        observed = set(history[user, : lengths[user]].tolist())
+        expected = brute_force_top(model, split.dataset.uid_field, user, observed, 15)
+        assert last[user].tolist() == expected
+        assert not observed & set(last[user].tolist())
+    # the observed ranking holds training items only, ranked the same way
+    observed_lists = recorder.rank_all(observed=True)
+    for user in range(1, split.n_users):
+        items = set(history[user, : lengths[user]].tolist())
+        got = [i for i in observed_lists[user].tolist() if i]
+        assert set(got) <= items and len(got) == min(15, len(items))
+
+
+def test_select_snapshots_rule():
+    scores = [0.1, 0.3, 0.5, 0.55, 0.6, 0.58]
+    assert select_snapshots(scores, 4, [0.5, 0.7, 0.85]) == [1, 2, 3, 4]
+    assert select_snapshots(scores, 4, [0.5, 0.8, 0.81]) == [1, 2, 2, 4]
+    assert select_snapshots([0.9, 1.0], 1, [0.5, 0.7, 0.85]) == [0, 0, 0, 1]
+    assert select_snapshots([0.0, 0.0], 1, [0.5, 0.7]) == [1, 1, 1]
+
+
+def test_same_split_whatever_the_seed(tiny):
+    _, base = tiny
+    a = build_split(Config("BPR", "tiny", config_dict=dict(base, seed=1)))
+    b = build_split(Config("CML", "tiny", config_dict=dict(base, seed=12345)))
+    assert a.fingerprint == b.fingerprint
+    for part_a, part_b in ((a.train, b.train), (a.test, b.test)):
+        pairs = lambda p: sorted(zip(p.inter_feat["user_id"].tolist(),
+                                     p.inter_feat["item_id"].tolist()))
+        assert pairs(part_a) == pairs(part_b)
+    other = build_split(Config("BPR", "tiny", config_dict=dict(base, split_seed=7)))
+    assert other.fingerprint != a.fingerprint
+
+
+def test_teacher_store_reused_then_rebuilt_when_corrupt(tiny, caplog):
+    _, base = tiny
+    config = Config("BPR", "tiny", config_dict=base)
+    split = build_split(config)
+    first = record_teacher(config, split, LOG)
+    assert first.rankings.shape == (4, split.n_users, 10)
+    assert first.manifest["snapshot_epochs"][-1] == first.manifest["best_epoch"]
+    caplog.set_level(logging.INFO)
+    again = teacher_trajectory(config, split, LOG)
+    assert "reusing recorded trajectory" in caplog.text
+    np.testing.assert_array_equal(again.rankings, first.rankings)
+    from recbole_hetcomp.teachers import store_path
+
+    _, path = store_path(config, split)
+    with open(f"{path}/rankings.npy", "r+b") as f:
+        f.truncate(100)
+    caplog.clear()
+    rebuilt = teacher_trajectory(config, split, LOG)
+    assert "refusing trajectory store" in caplog.text and "truncated" in caplog.text
+    assert rebuilt.rankings.shape == first.rankings.shape
