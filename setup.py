@@ -54,7 +54,7 @@ setup(
         "tensorboard",  # imported when recbole.utils loads
         "matplotlib",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest", "setuptools", "wheel"]},
     entry_points={
         "console_scripts": [
             "hetcomp=recbole_hetcomp.cli:main",
