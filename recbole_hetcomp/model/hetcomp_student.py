@@ -14,6 +14,25 @@ from recbole.model.loss import BPRLoss
 from recbole.utils import InputType
 
 
+class _InnerProducts(torch.autograd.Function):
+    """``users @ items.T`` with a backward laid out for tiny embedding sizes.
+
+    With d = 6, ``grad.T @ users`` (autograd's default for the item gradient) runs ~10x slower on
+    CPU than the equivalent ``(users.T @ grad).T``; the distillation loss spends most of its
+    time in these products over the whole catalogue.
+    """
+
+    @staticmethod
+    def forward(ctx, users, items):
+        ctx.save_for_backward(users, items)
+        return users @ items.T
+
+    @staticmethod
+    def backward(ctx, grad):
+        users, items = ctx.saved_tensors
+        return grad @ items, (users.T @ grad).T
+
+
 class HetCompStudent(GeneralRecommender):
     """Inner-product matrix factorisation trained from ensemble knowledge."""
 
@@ -29,7 +48,7 @@ class HetCompStudent(GeneralRecommender):
 
     def user_scores(self, users):
         """(B, I) scores of ``users`` for every item."""
-        return self.user_embedding(users) @ self.item_embedding.weight.T
+        return _InnerProducts.apply(self.user_embedding(users), self.item_embedding.weight)
 
     def calculate_loss(self, interaction):
         user = self.user_embedding(interaction[self.USER_ID])

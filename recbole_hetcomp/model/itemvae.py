@@ -170,8 +170,10 @@ class ItemVAE(GeneralRecommender):
         return scores
 
     def train(self, mode=True):
-        # Training changes the weights; dropping the cache here also frees its memory.
-        self._score_cache = None
+        # Training makes the cache stale: free its memory now. Every other change of the
+        # parameters is caught by the version check in _item_side_cache.
+        if mode:
+            self._score_cache = None
         return super().train(mode)
 
     def _parameter_state(self):

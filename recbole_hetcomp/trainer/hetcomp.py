@@ -13,7 +13,7 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 from tqdm import tqdm
 
-from recbole_hetcomp.knowledge import overall_loss, rank_loss, should_switch
+from recbole_hetcomp.knowledge import masked_topk, overall_loss, rank_loss, should_switch
 from recbole_hetcomp.trainer.teacher import BestStateMixin
 
 
@@ -29,10 +29,15 @@ class HetCompTrainer(BestStateMixin, Trainer):
         self.rank_top = tuple(config["rank_top"])
         self.overall_weight, self.rank_weight = config["overall_weight"], config["rank_weight"]
         self.cf_weight = config["cf_weight"]
+        n_items = model.n_items
+        self.chunk_users = config["loss_chunk_users"] or max(1, (1 << 21) // n_items)
         self.knowledge = None
         self.switched = False
         self.kc_history = []  # one dict per knowledge-construction step
         self.valid_history = []
+        # The student's top-n unobserved lists read off the last validation pass (same
+        # weights as the knowledge step that follows it): saves a full-catalogue scoring pass.
+        self._valid_top, self._valid_top_epoch, self._capturing = None, None, False
 
     def set_knowledge(self, knowledge):
         self.knowledge = knowledge
@@ -44,8 +49,10 @@ class HetCompTrainer(BestStateMixin, Trainer):
     def _construct(self, epoch_idx):
         start = perf_counter()
         self.model.eval()
+        known = self._valid_top if self._valid_top_epoch == epoch_idx - 1 else None
         self.knowledge.construct(self.model.user_scores, epoch_idx, self.period, self.alpha,
-                                 self.decay, self.discrepancy_n)
+                                 self.decay, self.discrepancy_n, known)
+        self._valid_top = None
         switched_now = should_switch(self.knowledge.state.choice[1:],
                                      self.knowledge.n_snapshots, self.switch_share)
         if switched_now:
@@ -64,13 +71,29 @@ class HetCompTrainer(BestStateMixin, Trainer):
                          + (" (switched to the rank loss)" if switched_now else ""))
 
     # --- training ------------------------------------------------------------------------
-    def distillation_loss(self, users):
-        """Weighted distillation loss of ``users`` (summed over users, as released)."""
-        scores = self.model.user_scores(users)  # (B, I)
-        batch = self.knowledge.batch(users)
-        if self.switched:
-            return self.rank_weight * rank_loss(scores, *batch, top=self.rank_top).sum()
-        return self.overall_weight * overall_loss(scores, *batch).sum()
+    def distillation_backward(self, users):
+        """Weighted distillation loss of ``users`` (summed over users, as released), with its
+        gradient accumulated into the parameters; returns the loss value.
+
+        The batch's users are processed in chunks of ``loss_chunk_users`` and each chunk's
+        backward runs at once: the loss is a sum over users, so the accumulated gradient is
+        exact, while every dense (chunk, items) tensor stays small. Small tensors are served
+        from the allocator's cache; one (3000, 25000) tensor per op would be mmapped and
+        page-faulted afresh each time; chunks of ~2M scores also stay in cache on CPU.
+        """
+        total = 0.0
+        for start in range(0, len(users), self.chunk_users):
+            chunk = users[start:start + self.chunk_users]
+            scores = self.model.user_scores(chunk)  # (B, I)
+            batch = self.knowledge.batch(chunk)
+            if self.switched:
+                loss = self.rank_weight * rank_loss(scores, *batch, top=self.rank_top).sum()
+            else:
+                loss = self.overall_weight * overall_loss(scores, *batch).sum()
+            self._check_nan(loss)
+            loss.backward()
+            total += loss.item()
+        return total
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         if self.knowledge is None:
@@ -88,11 +111,31 @@ class HetCompTrainer(BestStateMixin, Trainer):
             interaction = interaction.to(self.device)
             users = torch.unique(interaction[uid])
             self.optimizer.zero_grad()
-            loss = self.distillation_loss(users)
+            total += self.distillation_backward(users)
             if self.cf_weight:
-                loss = loss + self.cf_weight * self.model.calculate_loss(interaction)
-            self._check_nan(loss)
-            loss.backward()
+                loss = self.cf_weight * self.model.calculate_loss(interaction)
+                loss.backward()
+                total += loss.item()
             self.optimizer.step()
-            total += loss.item()
         return total
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        self._capturing = not self.switched and self.knowledge is not None
+        if self._capturing:
+            self._valid_top = torch.full((self.knowledge.n_users, self.discrepancy_n), -1,
+                                         dtype=torch.long, device=self.device)
+        try:
+            result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        finally:
+            self._capturing = False
+        self._valid_top_epoch = self._epoch
+        return result
+
+    def _full_sort_batch_eval(self, batched_data):
+        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
+        if self._capturing:
+            # RecBole masked training items and item 0 with -inf: exactly the unobserved items
+            users = interaction[self.config["USER_ID_FIELD"]].to(self.device)
+            self._valid_top[users] = masked_topk(scores, torch.zeros_like(scores, dtype=torch.bool),
+                                                 self.discrepancy_n)
+        return interaction, scores, positive_u, positive_i

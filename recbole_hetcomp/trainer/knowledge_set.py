@@ -76,19 +76,24 @@ class KnowledgeSet:
                 self.target_mask[users], self.observed[users], self.observed_mask[users])
 
     @torch.no_grad()
-    def student_top(self, score_fn, n):
-        """(U, n) the student's top-n unobserved items for every user, in user batches."""
-        tops = []
-        for start in range(0, self.n_users, self.batch_size):
-            users = torch.arange(start, min(start + self.batch_size, self.n_users),
-                                 device=self.device)
-            tops.append(masked_topk(score_fn(users), exclusion_mask(self.history[users],
-                                                                     self.n_items), n))
-        return torch.cat(tops)
+    def student_top(self, score_fn, n, known=None):
+        """(U, n) the student's top-n unobserved items for every user, in user batches.
 
-    def construct(self, score_fn, epoch, p, alpha, decay, n=50):
+        ``known``: optional (U, n) lists already computed (rows of -1 are missing), e.g. read
+        off the validation pass that ran on the same weights; only missing users are scored.
+        """
+        top = known.clone() if known is not None else torch.full(
+            (self.n_users, n), -1, dtype=torch.long, device=self.device)
+        missing = torch.nonzero(top[:, 0] < 0).flatten()
+        for start in range(0, len(missing), self.batch_size):
+            users = missing[start:start + self.batch_size]
+            top[users] = masked_topk(score_fn(users), exclusion_mask(self.history[users],
+                                                                     self.n_items), n)
+        return top
+
+    def construct(self, score_fn, epoch, p, alpha, decay, n=50, known_top=None):
         """One knowledge-construction step for all users, then rebuild T_u."""
-        top = self.student_top(score_fn, n)
+        top = self.student_top(score_fn, n, known_top)
         knowledge_step(self.state, top, self.rankings, epoch, p, alpha, decay,
                        self.batch_size, n, self.temperature)
         self.rebuild_targets()
