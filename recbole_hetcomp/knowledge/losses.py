@@ -43,6 +43,55 @@ class _MaskedLogSumExp(torch.autograd.Function):
         return weight * scale, None
 
 
+class _LogSumExpExcept(torch.autograd.Function):
+    """log-sum-exp of each row of ``x`` (B, N) leaving out column 0 and those in ``index``.
+
+    The index form of ``_MaskedLogSumExp`` for the hot path: a user excludes a few hundred items
+    out of tens of thousands, so scattering -inf into a copy beats building dense masks.
+    """
+
+    @staticmethod
+    def forward(ctx, x, index):
+        weight = x.detach().clone()
+        weight.scatter_(1, index, _NEG_INF)
+        weight[:, 0] = _NEG_INF  # the padding item is never a candidate
+        peak = weight.amax(dim=-1, keepdim=True)
+        peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+        weight = weight.sub_(peak).exp_()
+        total = weight.sum(dim=-1, keepdim=True)
+        ctx.save_for_backward(weight, total)
+        return (peak + total.log()).squeeze(-1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        weight, total = ctx.saved_tensors
+        scale = grad.unsqueeze(-1) / torch.where(total > 0, total, torch.ones_like(total))
+        return weight.mul_(scale), None
+
+
+def _logsumexp_remaining(scores, exclude, items, mask):
+    """log-sum-exp over the items neither excluded nor among the valid ``items``.
+
+    ``exclude`` is a (B, I) bool mask or a (B, E) long index of excluded items (0-padded: item 0
+    is always excluded).
+    """
+    if exclude.dtype == torch.bool:
+        return masked_logsumexp(scores, remaining_items(exclude, items, mask))
+    listed = torch.where(mask, items, torch.zeros_like(items))
+    index = torch.cat([exclude.long(), listed], dim=1)
+    if scores.shape[1] == 0:
+        return scores.new_full(scores.shape[:1], _NEG_INF)
+    return _LogSumExpExcept.apply(scores, index)
+
+
+def _is_excluded(exclude, items):
+    """(B, K) bool: which ``items`` are excluded (mask or index form of ``exclude``)."""
+    if exclude.dtype == torch.bool:
+        return exclude.gather(1, items)
+    return (items.unsqueeze(2) == exclude.unsqueeze(1)).any(dim=2) | (items == 0)
+
+
 def masked_logsumexp(x, mask, dim=-1):
     """``log(sum(exp(x)))`` over ``dim`` where ``mask`` is True; -inf where none is.
 
@@ -114,7 +163,8 @@ def overall_loss(scores, exclude, targets, target_mask, observed, observed_mask)
     scores : torch.Tensor
         (B, I) float student scores for every item.
     exclude : torch.Tensor
-        (B, I) bool: training items and item 0.
+        (B, I) bool: training items and item 0; or the same as a (B, E) long index of the
+        excluded items, 0-padded (faster: no dense mask is built).
     targets, target_mask : torch.Tensor
         (B, K) long, (B, K) bool: T_u and its validity.
     observed, observed_mask : torch.Tensor
@@ -125,7 +175,7 @@ def overall_loss(scores, exclude, targets, target_mask, observed, observed_mask)
     torch.Tensor
         (B,) per-user losses.
     """
-    log_rest = masked_logsumexp(scores, remaining_items(exclude, targets, target_mask))
+    log_rest = _logsumexp_remaining(scores, exclude, targets, target_mask)
     log_rest = log_rest.unsqueeze(1)                                # (B, 1)
     items = torch.cat([observed, targets], dim=1)                   # (B, L + K)
     valid = torch.cat([observed_mask, target_mask], dim=1)
@@ -198,10 +248,10 @@ def rank_loss(scores, exclude, targets, target_mask, observed, observed_mask, to
     # One pass over all items for the longer head; the shorter head's remainder adds back the
     # items between the two heads (distinct unobserved items, as ensemble targets are).
     long_n, short_n = max(a, b), min(a, b)
-    log_z_long = masked_logsumexp(
-        scores, remaining_items(exclude, targets[:, :long_n], target_mask[:, :long_n]))
-    between = target_mask[:, short_n:long_n] & ~exclude.gather(
-        1, torch.where(target_mask, targets, torch.zeros_like(targets))[:, short_n:long_n])
+    log_z_long = _logsumexp_remaining(scores, exclude, targets[:, :long_n],
+                                      target_mask[:, :long_n])
+    between = target_mask[:, short_n:long_n] & ~_is_excluded(
+        exclude, torch.where(target_mask, targets, torch.zeros_like(targets))[:, short_n:long_n])
     log_z_short = _logaddexp(log_z_long, masked_logsumexp(t_scores[:, short_n:long_n], between))
     log_z = {long_n: log_z_long, short_n: log_z_short}
     loss_p = plackett_luce(_gather_scores(scores, observed, observed_mask), observed_mask,

@@ -71,8 +71,9 @@ class KnowledgeSet:
             self.rankings, self.state.choice, self.k, self.temperature, self.batch_size)
 
     def batch(self, users):
-        """Per-batch tensors for ``users`` (B,): exclusion mask, T_u, its mask, P_u, its mask."""
-        return (exclusion_mask(self.history[users], self.n_items), self.targets[users],
+        """Per-batch tensors for ``users`` (B,): excluded items (the training items as a 0-padded
+        index, the losses' fast form), T_u, its mask, P_u, its mask."""
+        return (self.history[users], self.targets[users],
                 self.target_mask[users], self.observed[users], self.observed_mask[users])
 
     @torch.no_grad()
