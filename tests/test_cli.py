@@ -62,3 +62,20 @@ def test_bad_values(tiny, capsys, args, text):
     code = main(["--model=HetCompStudent", "--dataset=tiny", *common, *args])
     assert code == 2
     assert text in capsys.readouterr().err
+
+
+def test_corrupt_store_with_raise_is_one_clear_error(tiny, capsys):
+    data_path, base = tiny
+    args = ["--model=BPR", "--dataset=tiny", f"--data_path={data_path}", "--state=ERROR",
+            f"--trajectory_dir={base['trajectory_dir']}", "--epochs=1", "--trajectory_topk=10",
+            "--show_progress=False"]
+    assert main(args) == 0
+    capsys.readouterr()
+    (manifest,) = [os.path.join(d, f) for d, _, files in os.walk(base["trajectory_dir"])
+                   for f in files if f == "manifest.json"]
+    with open(manifest, "w") as f:
+        f.write("{ not json")
+    assert main(args + ["--trajectory_on_error=raise"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "corrupt manifest" in err[0]
+    assert os.path.exists(manifest)  # nothing lost: the corrupt store is left for inspection
