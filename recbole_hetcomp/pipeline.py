@@ -104,9 +104,10 @@ def train_student(config, split, trajectories, history, seed, logger):
 def train_baseline(config, split, seed, config_file_list, logger):
     """The baseline model with the student's size and training budget, no distillation."""
     overrides = {k: config[k] for k in SHARED_KEYS if config[k] is not None}
+    # Same size and budget: embedding size, epochs, evaluation schedule and learning rate.
     overrides.update(embedding_size=config["embedding_size"], epochs=config["epochs"],
                      eval_step=config["eval_step"], stopping_step=config["stopping_step"],
-                     seed=seed)
+                     learning_rate=config["learning_rate"], seed=seed)
     bconfig = Config(model=config["baseline"], dataset=config["dataset"],
                      config_file_list=config_file_list, config_dict=overrides)
     return train_model(bconfig, split, logger, recorder_wanted=False)[2]

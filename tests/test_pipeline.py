@@ -79,3 +79,42 @@ def test_student_switches_to_rank_loss(tiny):
     assert [round(h["share_at_last"], 3) for h in kc[:4]] == [0.0, 0.0, 0.0, 1.0]
     assert kc[3]["loss"] == "rank" and all(h["loss"] == "rank" for h in kc[3:4])
     assert len(kc) == 4  # no construction after the switch
+
+
+def test_student_lists_from_validation_equal_direct_scoring(tiny):
+    """The knowledge step reuses the student's top lists read off the validation pass."""
+    import numpy as np
+    import torch
+
+    from recbole_hetcomp.config import Config
+    from recbole_hetcomp.data.split import build_split, make_loaders
+    from recbole_hetcomp.model import HetCompStudent
+    from recbole_hetcomp.trainer import HetCompTrainer
+    from recbole_hetcomp.trainer.knowledge_set import KnowledgeSet
+    from recbole_hetcomp.trajectory import Trajectory
+
+    _, base = tiny
+    config = Config("HetCompStudent", "tiny", config_dict=dict(
+        base, hetcomp_k=5, hetcomp_l=3, discrepancy_n=7, embedding_size=4))
+    split = build_split(config)
+    train, valid, _ = make_loaders(config, split)
+    history = split.train.history_item_matrix()[0]
+    rng = np.random.default_rng(0)
+    rankings = np.zeros((2, split.n_users, 10), dtype=np.uint16)
+    for u in range(1, split.n_users):
+        free = sorted(set(range(1, split.n_items)) - set(history[u].tolist()))
+        rankings[:, u] = rng.choice(free, size=10, replace=False)
+    fake = [Trajectory(rankings, rankings[0], {"teacher": "T"})]
+    model = HetCompStudent(config, split.train)
+    trainer = HetCompTrainer(config, model)
+    trainer.set_knowledge(KnowledgeSet(fake, history, split.n_items, 5, 3))
+    trainer.eval_collector.data_collect(train)
+    trainer._epoch = 9
+    trainer._valid_epoch(valid)
+    captured = trainer._valid_top
+    direct = trainer.knowledge.student_top(model.user_scores, 7)
+    seen = captured[:, 0] >= 0
+    assert seen.sum() > 0.8 * split.n_users
+    assert torch.equal(captured[seen], direct[seen])
+    merged = trainer.knowledge.student_top(model.user_scores, 7, known=captured)
+    assert torch.equal(merged, direct)
