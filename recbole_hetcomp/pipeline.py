@@ -9,6 +9,7 @@ import copy
 import time
 
 import numpy as np
+import torch
 from recbole.trainer import Trainer
 from recbole.utils import init_seed, set_color
 
@@ -123,8 +124,6 @@ def _teacher_row(trajectory):
 def _ensemble_row(config, split, trajectories, teacher_rows):
     """Test metrics of the teachers' ensemble ranking; serving cost = all teachers together."""
     rankings = np.stack([t.rankings for t in trajectories]).astype(np.int64)
-    import torch
-
     model = EnsembleRanker(config, split.train, torch.from_numpy(rankings),
                            k=max(config["topk"]) * 2, temperature=config["temperature"],
                            batch_size=config["knowledge_batch_size"]).to(config["device"])

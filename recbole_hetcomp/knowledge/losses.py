@@ -25,22 +25,12 @@ class _MaskedLogSumExp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, mask):
-        weight = x.masked_fill(~mask, _NEG_INF)
-        peak = weight.amax(dim=-1, keepdim=True)
-        # Empty rows peak at -inf: shift by 0 instead, their sum is 0 and the log gives -inf.
-        peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-        weight = weight.sub_(peak).exp_()                   # masked entries: exp(-inf) = 0
-        total = weight.sum(dim=-1, keepdim=True)            # >= 1 unless the row is empty
-        ctx.save_for_backward(weight, total)
-        return (peak + total.log()).squeeze(-1)
+        return _lse_of_masked(ctx, x.masked_fill(~mask, _NEG_INF))
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        weight, total = ctx.saved_tensors
-        # An empty row has total 0 and all weights 0: divide by 1 to keep its gradient at 0.
-        scale = grad.unsqueeze(-1) / torch.where(total > 0, total, torch.ones_like(total))
-        return weight * scale, None
+        return _lse_grad(ctx, grad), None
 
 
 class _LogSumExpExcept(torch.autograd.Function):
@@ -55,19 +45,30 @@ class _LogSumExpExcept(torch.autograd.Function):
         weight = x.detach().clone()
         weight.scatter_(1, index, _NEG_INF)
         weight[:, 0] = _NEG_INF  # the padding item is never a candidate
-        peak = weight.amax(dim=-1, keepdim=True)
-        peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-        weight = weight.sub_(peak).exp_()
-        total = weight.sum(dim=-1, keepdim=True)
-        ctx.save_for_backward(weight, total)
-        return (peak + total.log()).squeeze(-1)
+        return _lse_of_masked(ctx, weight)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        weight, total = ctx.saved_tensors
-        scale = grad.unsqueeze(-1) / torch.where(total > 0, total, torch.ones_like(total))
-        return weight.mul_(scale), None
+        return _lse_grad(ctx, grad), None
+
+
+def _lse_of_masked(ctx, weight):
+    """Forward of both log-sum-exps on ``weight`` (-inf where left out; overwritten)."""
+    peak = weight.amax(dim=-1, keepdim=True)
+    # Empty rows peak at -inf: shift by 0 instead, their sum is 0 and the log gives -inf.
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    weight = weight.sub_(peak).exp_()                   # left-out entries: exp(-inf) = 0
+    total = weight.sum(dim=-1, keepdim=True)            # >= 1 unless the row is empty
+    ctx.save_for_backward(weight, total)
+    return (peak + total.log()).squeeze(-1)
+
+
+def _lse_grad(ctx, grad):
+    weight, total = ctx.saved_tensors
+    # An empty row has total 0 and all weights 0: divide by 1 to keep its gradient at 0.
+    scale = grad.unsqueeze(-1) / torch.where(total > 0, total, torch.ones_like(total))
+    return weight * scale
 
 
 def _logsumexp_remaining(scores, exclude, items, mask):
