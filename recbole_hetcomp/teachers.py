@@ -144,7 +144,9 @@ def record_teacher(config, split, logger):
     recorder = trainer.recorder
     start = time.perf_counter()
     trainer.restore_best()
-    observed = recorder.rank_all(observed=True)
+    observed = trainer.best_observed
+    if observed is None:  # no full-sort validation ran: score every user once
+        observed = recorder.rank_all(observed=True)
     chosen, rankings = recorder.snapshots(trainer.best_epoch, fractions)
     result["record_seconds"] += time.perf_counter() - start
     settings = teacher_settings(config)

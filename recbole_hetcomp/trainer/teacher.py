@@ -62,40 +62,71 @@ class BestStateMixin:
 
 
 class TrajectoryMixin(BestStateMixin):
-    """Record a ``TrajectoryRecorder`` entry at every validation."""
+    """Record a ``TrajectoryRecorder`` entry at every validation.
+
+    Each validation also yields the teacher's ranking of every user's training items (read off
+    the raw scores before RecBole masks them); the one of the best evaluation is kept in
+    ``best_observed``, so no extra scoring pass is needed at the end.
+    """
 
     recorder = None
     record_seconds = 0.0
+    best_observed = None
     _captured = None
 
     def _valid_epoch(self, valid_data, show_progress=False):
         if self.recorder is None:
             return super()._valid_epoch(valid_data, show_progress=show_progress)
         recorder = self.recorder
-        self._captured = np.zeros((recorder.n_users, recorder.top_m), dtype=recorder.dtype)
+        shape = (recorder.n_users, recorder.top_m)
+        self._captured = np.zeros(shape, dtype=recorder.dtype)
+        self._observed = np.zeros(shape, dtype=recorder.dtype)
         self._seen = np.zeros(recorder.n_users, dtype=bool)
         self._seen[0] = True
-        score, result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        model_predict = self.model.full_sort_predict
+        self.model.full_sort_predict = self._keep_raw_scores(model_predict)
+        try:
+            score, result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        finally:
+            del self.model.full_sort_predict  # back to the class's method
         start = time.perf_counter()
         missing = torch.from_numpy(np.flatnonzero(~self._seen))
         if len(missing):
-            self._captured[missing.numpy()] = recorder.rank_users(missing)
+            unobserved, observed = recorder.rank_users_both(missing)
+            self._captured[missing.numpy()] = unobserved
+            self._observed[missing.numpy()] = observed
         recorder.record(self._epoch, score, self._captured)
-        self._captured = None
+        self._last_observed, self._captured = self._observed, None
         self.record_seconds += time.perf_counter() - start
         return score, result
 
+    def _keep_raw_scores(self, predict):
+        def wrapper(interaction):
+            scores = predict(interaction)
+            self._raw_scores = scores.detach().clone()  # RecBole masks the scores in place
+            return scores
+        return wrapper
+
     def _full_sort_batch_eval(self, batched_data):
+        self._raw_scores = None
         interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
-        if self._captured is not None:
+        if self._captured is not None and self._raw_scores is not None:
             start = time.perf_counter()
-            users = interaction[self.recorder.uid_field].cpu().numpy()
+            recorder = self.recorder
+            users = interaction[recorder.uid_field]
             # scores already hold -inf at training items and item 0 (RecBole's history mask)
-            lists = self.recorder.top_lists(scores, torch.zeros_like(scores, dtype=torch.bool))
-            self._captured[users] = lists.cpu().numpy().astype(self.recorder.dtype)
-            self._seen[users] = True
+            lists = recorder.top_lists(scores, torch.zeros_like(scores, dtype=torch.bool))
+            raw = self._raw_scores.view(len(users), -1)
+            rows = users.cpu().numpy()
+            self._captured[rows] = recorder.to_numpy(lists)
+            self._observed[rows] = recorder.to_numpy(recorder.observed_lists(users, raw))
+            self._seen[rows] = True
             self.record_seconds += time.perf_counter() - start
         return interaction, scores, positive_u, positive_i
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
+        self.best_observed = getattr(self, "_last_observed", None)
 
 
 def base_trainer_class(config):

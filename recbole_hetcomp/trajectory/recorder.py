@@ -102,24 +102,36 @@ class TrajectoryRecorder:
         values, items = torch.topk(scores, self.top_m, dim=1)
         return items.masked_fill(values == -torch.inf, 0)
 
-    def rank_users(self, users, observed=False):
-        """Top-M lists for ``users``: their non-training items, or (``observed``) training items.
+    def observed_lists(self, users, scores):
+        """(B, M) top-M training items of ``users`` under raw ``scores`` (B, I)."""
+        excluded = ~self.training_mask(users)
+        excluded[:, 0] = True
+        return self.top_lists(scores, excluded)
 
-        Returns an ``(len(users), M)`` numpy array of ``self.dtype``.
+    def rank_users_both(self, users):
+        """Top-M non-training and training items of ``users``, from one scoring pass.
+
+        Returns two ``(len(users), M)`` numpy arrays of ``self.dtype``.
         """
         was_training = self.model.training
         self.model.eval()
-        out = np.zeros((len(users), self.top_m), dtype=self.dtype)
+        unobserved = np.zeros((len(users), self.top_m), dtype=self.dtype)
+        observed = np.zeros_like(unobserved)
         for start in range(0, len(users), self.batch_size):
             batch = users[start:start + self.batch_size]
-            excluded = self.training_mask(batch)
-            if observed:
-                excluded = ~excluded
-                excluded[:, 0] = True
-            lists = self.top_lists(self.scores_for(batch), excluded)
-            out[start:start + len(batch)] = lists.cpu().numpy().astype(self.dtype)
+            scores = self.scores_for(batch)
+            rows = slice(start, start + len(batch))
+            unobserved[rows] = self.to_numpy(self.top_lists(scores, self.training_mask(batch)))
+            observed[rows] = self.to_numpy(self.observed_lists(batch, scores))
         self.model.train(was_training)
-        return out
+        return unobserved, observed
+
+    def rank_users(self, users, observed=False):
+        """Top-M lists for ``users``: their non-training items, or (``observed``) training items."""
+        return self.rank_users_both(users)[1 if observed else 0]
+
+    def to_numpy(self, lists):
+        return lists.cpu().numpy().astype(self.dtype)
 
     def all_users(self):
         return torch.arange(1, self.n_users)  # user 0 is RecBole's padding user
