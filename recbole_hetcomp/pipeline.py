@@ -58,12 +58,14 @@ def run_pipeline(config, split, config_file_list, logger):
     for seed in seeds:
         stage(f"student HetCompStudent, seed {seed}")
         student, run = train_student(config, split, trajectories, history, seed, logger)
+        _log_test("HetCompStudent", seed, student, logger)
         students.append(student)
         runs.append(run)
         if config["baseline"]:
             stage(f"baseline {config['baseline']} (embedding_size "
                   f"{config['embedding_size']}, no distillation), seed {seed}")
             baselines.append(train_baseline(config, split, seed, config_file_list, logger))
+            _log_test(config["baseline"], seed, baselines[-1], logger)
             run["baseline_valid_history"] = baselines[-1].pop("valid_history")
     if baselines:
         rows.append(_mean_row(f"{config['baseline']} (same size)", baselines, "baseline"))
@@ -112,6 +114,13 @@ def train_baseline(config, split, seed, config_file_list, logger):
     bconfig = Config(model=config["baseline"], dataset=config["dataset"],
                      config_file_list=config_file_list, config_dict=overrides)
     return train_model(bconfig, split, logger, recorder_wanted=False)[2]
+
+
+def _log_test(name, seed, result, logger):
+    # Each seed's numbers reach the log as soon as they exist (a long multi-seed run that is
+    # stopped still leaves them).
+    metrics = "    ".join(f"{k} : {v:.4f}" for k, v in result["test_result"].items())
+    logger.info(set_color(f"{name} seed {seed} test result", "yellow") + f": {metrics}")
 
 
 def _teacher_row(trajectory):
