@@ -20,6 +20,9 @@ import tempfile
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _output import emit  # noqa: E402
 
 from recbole_hetcomp.config import Config  # noqa: E402
 from recbole_hetcomp.data.split import build_split  # noqa: E402
@@ -74,13 +77,8 @@ def main(argv=None):
         lines.append(f"| {name} | {epochs} | {step} | {p:.2f} | {r:.2f} | {(r - p) / p:+.1%} | "
                      f"{d:.2f} | {d / (r - d):.1%} |")
     lines += ["", f"store for {len(TEACHERS)} teachers (shipped defaults, C = 4, M = 100): "
-              f"{size / 2 ** 20:.2f} MB on disk ({store_dir})",
-              f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}"]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+              f"{size / 2 ** 20:.2f} MB on disk ({store_dir})"]
+    emit(lines, args.out)
     shutil.rmtree(work, ignore_errors=True)
 
 

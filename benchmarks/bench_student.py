@@ -34,6 +34,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _output import emit  # noqa: E402
 
 from recbole_hetcomp.config import Config  # noqa: E402
 from recbole_hetcomp.data.citeulike import convert_citeulike  # noqa: E402
@@ -176,13 +179,8 @@ def main(argv=None):
               "(released: 14 GB with half-precision trajectories)",
              "knowledge-construction step as HetCompTrainer runs it: the student's lists come "
              "from the validation pass that precedes every step (same weights), then the advance "
-             "rule, then a target rebuild",
-              f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}"]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+             "rule, then a target rebuild"]
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

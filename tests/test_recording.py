@@ -9,7 +9,6 @@ from recbole.data.interaction import Interaction
 
 from recbole_hetcomp.config import Config
 from recbole_hetcomp.data.split import build_split, make_loaders
-from recbole_hetcomp.model import CML
 from recbole_hetcomp.registry import get_model
 from recbole_hetcomp.teachers import record_teacher, teacher_trajectory
 from recbole_hetcomp.trainer import make_trainer

@@ -141,7 +141,6 @@ def make_trainer(config, model, recorder=None):
     base = base_trainer_class(config)
     if not issubclass(base, TrajectoryMixin):
         base = type(f"Recording{base.__name__}", (TrajectoryMixin, base), {})
-    cls = base
-    trainer = cls(config, model)
+    trainer = base(config, model)
     trainer.recorder = recorder
     return trainer
