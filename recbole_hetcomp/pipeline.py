@@ -67,6 +67,8 @@ def run_pipeline(config, split, config_file_list, logger):
             baselines.append(train_baseline(config, split, seed, config_file_list, logger))
             _log_test(config["baseline"], seed, baselines[-1], logger)
             run["baseline_valid_history"] = baselines[-1].pop("valid_history")
+            run["baseline_learning_rate"] = baselines[-1]["learning_rate"]
+            run["baseline_learning_rate_search"] = baselines[-1].pop("learning_rate_search")
     if baselines:
         rows.append(_mean_row(f"{config['baseline']} (same size)", baselines, "baseline"))
     rows.append(_mean_row("HetCompStudent", students, "student"))
@@ -105,15 +107,37 @@ def train_student(config, split, trajectories, history, seed, logger):
 
 
 def train_baseline(config, split, seed, config_file_list, logger):
-    """The baseline model with the student's size and training budget, no distillation."""
+    """The baseline model with the student's size and training budget, no distillation.
+
+    Each learning rate of ``baseline_learning_rates`` (default: the student's) gets the full
+    budget; the one with the best validation score is kept, so the student is compared with a
+    tuned model rather than one trained at a rate chosen for distillation.
+    """
     overrides = {k: config[k] for k in SHARED_KEYS if config[k] is not None}
-    # Same size and budget: embedding size, epochs, evaluation schedule and learning rate.
+    # Same size and budget: embedding size, epochs, evaluation schedule.
     overrides.update(embedding_size=config["embedding_size"], epochs=config["epochs"],
                      eval_step=config["eval_step"], stopping_step=config["stopping_step"],
-                     learning_rate=config["learning_rate"], seed=seed)
-    bconfig = Config(model=config["baseline"], dataset=config["dataset"],
-                     config_file_list=config_file_list, config_dict=overrides)
-    return train_model(bconfig, split, logger, recorder_wanted=False)[2]
+                     seed=seed)
+    rates = config["baseline_learning_rates"] or [config["learning_rate"]]
+    rates = rates if isinstance(rates, (list, tuple)) else [rates]
+    if not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):
+        raise HetCompError(f"baseline_learning_rates must be positive numbers, e.g. "
+                           f"[0.001, 0.01]; got {rates}")
+    best, search = None, []
+    for rate in rates:
+        bconfig = Config(model=config["baseline"], dataset=config["dataset"],
+                         config_file_list=config_file_list,
+                         config_dict={**overrides, "learning_rate": rate})
+        result = train_model(bconfig, split, logger, recorder_wanted=False)[2]
+        search.append({"learning_rate": rate, "best_valid_score": result["best_valid_score"],
+                       "train_seconds": result["train_seconds"]})
+        if len(rates) > 1:
+            logger.info(f"{config['baseline']} learning_rate {rate}: best valid "
+                        f"{config['valid_metric']} {result['best_valid_score']:.4f}")
+        if best is None or result["best_valid_score"] > best["best_valid_score"]:
+            best = {**result, "learning_rate": rate}
+    best["learning_rate_search"] = search
+    return best
 
 
 def _log_test(name, seed, result, logger):

@@ -79,6 +79,12 @@ def write_report(config, split, rows, runs, logger):
             f"{config['seeds'] or [config['seed']]}.", "", markdown_table(rows), ""]
     text += [f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}"
              for k, v in facts.items()]
+    searches = [r["baseline_learning_rate_search"] for r in runs
+                if r.get("baseline_learning_rate_search")]
+    if searches:
+        text.append(f"- baseline learning rate (best on validation, per seed): "
+                    f"{[r['baseline_learning_rate'] for r in runs]} of "
+                    f"{[s['learning_rate'] for s in searches[0]]}")
     markdown = "\n".join(text) + "\n"
     report = {"dataset": config["dataset"], "dataset_stats": stats, "device": device,
               "machine": machine, "split_fingerprint": split.fingerprint, "rows": rows,

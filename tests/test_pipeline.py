@@ -7,6 +7,7 @@ import os
 import pytest
 
 import recbole_hetcomp.teachers as teachers
+from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.quick_start import run_hetcomp
 from recbole_hetcomp.report import COLUMNS
 
@@ -118,3 +119,25 @@ def test_student_lists_from_validation_equal_direct_scoring(tiny):
     assert torch.equal(captured[seen], direct[seen])
     merged = trainer.knowledge.student_top(model.user_scores, 7, known=captured)
     assert torch.equal(merged, direct)
+
+
+def test_baseline_keeps_the_best_learning_rate_on_validation(tiny):
+    _, base = tiny
+    report = run_hetcomp("HetCompStudent", "tiny", config_dict=pipeline_config(
+        base, baseline_learning_rates=[1e-6, 0.05], epochs=10, valid_metric="NDCG@10"))
+    run = report["runs"][0]
+    search = run["baseline_learning_rate_search"]
+    assert [s["learning_rate"] for s in search] == [1e-6, 0.05]
+    best = max(search, key=lambda s: s["best_valid_score"])
+    assert run["baseline_learning_rate"] == best["learning_rate"]
+    # a rate of 1e-6 leaves the random start: the search must not keep it
+    assert search[1]["best_valid_score"] > search[0]["best_valid_score"]
+    assert "baseline learning rate (best on validation, per seed): [0.05]" in open(
+        report["markdown"]).read()
+
+
+def test_bad_baseline_learning_rates_is_a_clear_error(tiny):
+    _, base = tiny
+    with pytest.raises(HetCompError, match="baseline_learning_rates"):
+        run_hetcomp("HetCompStudent", "tiny", config_dict=pipeline_config(
+            base, baseline_learning_rates=["fast"]))
