@@ -1,0 +1,128 @@
+"""Merge the reports of runs that differ only in their student seeds into one report.
+
+Seeds of one configuration can run as separate processes (side by side on a machine's cores, or
+on several machines); each writes its own ``.report.json``. This joins them: teacher and
+ensemble rows must agree (same split, same stored teachers), the student and baseline rows
+become the mean (± std) over all seeds, as a single ``--seeds`` run would report them.
+
+    python -m recbole_hetcomp.merge_reports --output results/citeulike a.report.json b.report.json
+"""
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from recbole_hetcomp.errors import HetCompError
+from recbole_hetcomp.report import _atomic_write, markdown_table, plot_progress, summary
+
+SEEDED = ("baseline", "student")
+
+
+def merge_reports(reports):
+    """One report dict from ``reports`` (dicts as written to ``.report.json``)."""
+    if not reports:
+        raise HetCompError("merge_reports: no reports given")
+    first = reports[0]
+    for other in reports[1:]:
+        for key in ("dataset", "split_fingerprint"):
+            if other[key] != first[key]:
+                raise HetCompError(f"cannot merge reports with different {key}: "
+                                   f"{first[key]} and {other[key]}")
+        if _fixed_rows(other) != _fixed_rows(first):
+            raise HetCompError("cannot merge reports whose teacher or ensemble rows differ "
+                               "(other teachers or settings)")
+    runs = [run for report in reports for run in report["runs"]]
+    seeds = [run["seed"] for run in runs]
+    if len(set(seeds)) != len(seeds):
+        raise HetCompError(f"cannot merge reports that repeat a seed: {seeds}")
+    rows = [row for row in first["rows"] if row["kind"] not in SEEDED]
+    for kind in SEEDED:
+        parts = [next((r for r in rep["rows"] if r["kind"] == kind), None) for rep in reports]
+        if all(p is None for p in parts):
+            continue
+        if any(p is None for p in parts):
+            raise HetCompError(f"cannot merge: some reports have no {kind} row")
+        rows.append(_merge_rows(parts))
+    merged = {k: first[k] for k in ("dataset", "dataset_stats", "device", "machine",
+                                    "split_fingerprint")}
+    merged.update(rows=rows, summary=summary(rows), runs=runs, seeds=seeds,
+                  valid_metric=first.get("valid_metric", "Recall@50"))
+    return merged
+
+
+def _fixed_rows(report):
+    return [(r["model"], r["test_result"]) for r in report["rows"] if r["kind"] not in SEEDED]
+
+
+def _merge_rows(parts):
+    per_seed = [result for p in parts for result in p.get("per_seed", [p["test_result"]])]
+    counts = [p.get("seeds", 1) for p in parts]
+    metrics = per_seed[0].keys()
+    row = {"model": parts[0]["model"], "kind": parts[0]["kind"], "seeds": len(per_seed),
+           "test_result": {k: float(np.mean([r[k] for r in per_seed])) for k in metrics},
+           "test_std": {k: float(np.std([r[k] for r in per_seed])) for k in metrics},
+           "n_params": parts[0]["n_params"],
+           # a part rebuilt from a log may lack the timing: median of those that have it
+           "inference_ms_per_1000_users": float(np.median(
+               [p["inference_ms_per_1000_users"] for p in parts
+                if p.get("inference_ms_per_1000_users") is not None])),
+           # each part's mean training time, weighted by its number of seeds
+           "train_seconds": float(np.average([p["train_seconds"] for p in parts],
+                                             weights=counts)),
+           "per_seed": per_seed}
+    return row
+
+
+def write_merged(merged, stem):
+    """Write ``<stem>.report.md``, ``.report.json`` and ``.png``; returns the Markdown."""
+    stats = merged["dataset_stats"]
+    text = [f"# HetComp on {merged['dataset']}", "",
+            f"Dataset: {stats['users']:,} users, {stats['items']:,} items; interactions "
+            f"train {stats['train']:,} / valid {stats['valid']:,} / test {stats['test']:,}. "
+            f"Split fingerprint {merged['split_fingerprint'][:16]}.", "",
+            f"Device: {merged['device']} ({merged['machine']}). Test metrics of the epoch "
+            f"selected on validation {merged['valid_metric']}; students and baselines are the "
+            f"mean (± std) over seeds {merged['seeds']} (merged from separate runs).", "",
+            markdown_table(merged["rows"]), ""]
+    text += [f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}"
+             for k, v in merged["summary"].items()]
+    markdown = "\n".join(text) + "\n"
+    merged = dict(merged, markdown=stem + ".report.md", json=stem + ".report.json",
+                  plot=stem + ".png")
+    _atomic_write(merged["markdown"], markdown)
+    _atomic_write(merged["json"], json.dumps(merged, indent=2, default=str))
+    plot_progress(merged["runs"], merged["valid_metric"], merged["plot"])
+    return markdown
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m recbole_hetcomp.merge_reports",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("reports", nargs="+", help=".report.json files of the runs")
+    parser.add_argument("--output", required=True,
+                        help="output stem: writes <stem>.report.md, .report.json and .png")
+    args = parser.parse_args(argv)
+    try:
+        reports = []
+        for path in args.reports:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    reports.append(json.load(f))
+            except (OSError, ValueError) as exc:
+                raise HetCompError(f"cannot read report {path}: {exc}") from None
+        try:
+            merged = merge_reports(reports)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise HetCompError(f"not a recbole-hetcomp report (missing {exc}): pass the "
+                               ".report.json files that runs write next to their logs") from None
+        print(write_merged(merged, args.output))
+    except HetCompError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Merging per-seed reports: means and stds against a hand computation, refusals, the command."""
+
+import json
+
+import numpy as np
+import pytest
+
+from recbole_hetcomp.errors import HetCompError
+from recbole_hetcomp.merge_reports import main, merge_reports
+
+
+def fake_report(seed, student, baseline, fingerprint="f" * 64, teacher_recall=0.3):
+    def row(model, kind, recall, **extra):
+        return {"model": model, "kind": kind, "test_result": {"recall@50": recall,
+                                                              "ndcg@50": recall / 2},
+                "n_params": 10 if kind in ("student", "baseline") else 1000,
+                "inference_ms_per_1000_users": 1.0 + seed % 10, "train_seconds": float(seed),
+                **extra}
+    history = [{"epoch": 9, "score": 0.1}, {"epoch": 19, "score": 0.2}]
+    return {"dataset": "toy", "dataset_stats": {"users": 3, "items": 4, "train": 5, "valid": 1,
+                                                "test": 1},
+            "device": "cpu", "machine": "test", "split_fingerprint": fingerprint,
+            "rows": [row("BPR", "teacher", teacher_recall), row("Ensemble", "ensemble", 0.4),
+                     row("BPR (same size)", "baseline", baseline, seeds=1),
+                     row("HetCompStudent", "student", student, seeds=1)],
+            "runs": [{"seed": seed, "valid_history": history, "kc_history": [],
+                      "baseline_valid_history": history}]}
+
+
+def test_merge_gives_mean_and_std_over_seeds():
+    merged = merge_reports([fake_report(1, 0.30, 0.10), fake_report(2, 0.34, 0.14),
+                            fake_report(3, 0.35, 0.12)])
+    student = merged["rows"][-1]
+    assert [r["kind"] for r in merged["rows"]] == ["teacher", "ensemble", "baseline", "student"]
+    assert student["seeds"] == 3 and merged["seeds"] == [1, 2, 3]
+    assert student["test_result"]["recall@50"] == pytest.approx(0.33)
+    assert student["test_std"]["recall@50"] == pytest.approx(np.std([0.30, 0.34, 0.35]))
+    assert student["train_seconds"] == pytest.approx(2.0)
+    assert student["inference_ms_per_1000_users"] == pytest.approx(3.0)  # median of 2, 3, 4
+    baseline = merged["rows"][-2]["test_result"]["recall@50"]
+    assert baseline == pytest.approx(0.12)
+    # gap share: (0.33 - 0.12) / (0.4 - 0.12)
+    assert merged["summary"]["recall@50 share of gap recovered"] == pytest.approx(0.75)
+
+
+def test_merge_refuses_other_splits_teachers_and_repeated_seeds():
+    with pytest.raises(HetCompError, match="split_fingerprint"):
+        merge_reports([fake_report(1, .3, .1), fake_report(2, .3, .1, fingerprint="e" * 64)])
+    with pytest.raises(HetCompError, match="teacher or ensemble rows differ"):
+        merge_reports([fake_report(1, .3, .1), fake_report(2, .3, .1, teacher_recall=0.2)])
+    with pytest.raises(HetCompError, match="repeat a seed"):
+        merge_reports([fake_report(1, .3, .1), fake_report(1, .3, .1)])
+
+
+def test_command_writes_report_files_and_rejects_bad_input(tmp_path, capsys):
+    paths = []
+    for seed, student in ((1, 0.3), (2, 0.32)):
+        paths.append(str(tmp_path / f"r{seed}.report.json"))
+        with open(paths[-1], "w") as f:
+            json.dump(fake_report(seed, student, 0.1), f)
+    stem = str(tmp_path / "merged")
+    assert main(paths + ["--output", stem]) == 0
+    written = json.load(open(stem + ".report.json"))
+    assert written["rows"][-1]["test_result"]["recall@50"] == pytest.approx(0.31)
+    assert "0.3100 ± 0.0100" in open(stem + ".report.md").read()
+    assert (tmp_path / "merged.png").stat().st_size > 0
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{\"rows\": []}")
+    assert main([paths[0], str(bad), "--output", str(tmp_path / "x")]) == 2
+    assert "not a recbole-hetcomp report" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing.json"), "--output", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x.report.json").exists()
