@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 from recbole_hetcomp.errors import HetCompError
-from recbole_hetcomp.report import _atomic_write, markdown_table, plot_progress, summary
+from recbole_hetcomp.report import summary, write_files
 
 SEEDED = ("baseline", "student")
 
@@ -77,24 +77,7 @@ def _merge_rows(parts):
 
 def write_merged(merged, stem):
     """Write ``<stem>.report.md``, ``.report.json`` and ``.png``; returns the Markdown."""
-    stats = merged["dataset_stats"]
-    text = [f"# HetComp on {merged['dataset']}", "",
-            f"Dataset: {stats['users']:,} users, {stats['items']:,} items; interactions "
-            f"train {stats['train']:,} / valid {stats['valid']:,} / test {stats['test']:,}. "
-            f"Split fingerprint {merged['split_fingerprint'][:16]}.", "",
-            f"Device: {merged['device']} ({merged['machine']}). Test metrics of the epoch "
-            f"selected on validation {merged['valid_metric']}; students and baselines are the "
-            f"mean (± std) over seeds {merged['seeds']} (merged from separate runs).", "",
-            markdown_table(merged["rows"]), ""]
-    text += [f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}"
-             for k, v in merged["summary"].items()]
-    markdown = "\n".join(text) + "\n"
-    merged = dict(merged, markdown=stem + ".report.md", json=stem + ".report.json",
-                  plot=stem + ".png")
-    _atomic_write(merged["markdown"], markdown)
-    _atomic_write(merged["json"], json.dumps(merged, indent=2, default=str))
-    plot_progress(merged["runs"], merged["valid_metric"], merged["plot"])
-    return markdown
+    return write_files(merged, stem, note=" (merged from separate runs)")[1]
 
 
 def main(argv=None):

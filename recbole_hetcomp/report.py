@@ -69,33 +69,45 @@ def write_report(config, split, rows, runs, logger):
                     f"{torch.get_num_threads()} torch threads")
     stats = {"users": split.n_users - 1, "items": split.n_items - 1,
              "train": len(split.train), "valid": len(split.valid), "test": len(split.test)}
-    facts = summary(rows)
-    text = [f"# HetComp on {config['dataset']}", "",
+    report = {"dataset": config["dataset"], "dataset_stats": stats, "device": device,
+              "machine": machine, "split_fingerprint": split.fingerprint,
+              "valid_metric": config["valid_metric"],
+              "seeds": list(config["seeds"] or [config["seed"]]), "rows": rows,
+              "summary": summary(rows), "runs": runs}
+    report, markdown = write_files(report, stem)
+    logger.info("\n" + markdown)
+    logger.info(f"report written to {report['markdown']}, {report['json']}, {report['plot']}")
+    return report
+
+
+def write_files(report, stem, note=""):
+    """Write ``report`` as ``<stem>.report.md``, ``.report.json`` and ``.png``.
+
+    Returns the report with the three paths added, and the Markdown text."""
+    stats, runs = report["dataset_stats"], report["runs"]
+    text = [f"# HetComp on {report['dataset']}", "",
             f"Dataset: {stats['users']:,} users, {stats['items']:,} items; interactions "
             f"train {stats['train']:,} / valid {stats['valid']:,} / test {stats['test']:,}. "
-            f"Split fingerprint {split.fingerprint[:16]}.", "",
-            f"Device: {device} ({machine}). Test metrics of the epoch selected on validation "
-            f"{config['valid_metric']}; students and baselines are the mean (± std) over seeds "
-            f"{config['seeds'] or [config['seed']]}.", "", markdown_table(rows), ""]
+            f"Split fingerprint {report['split_fingerprint'][:16]}.", "",
+            f"Device: {report['device']} ({report['machine']}). Test metrics of the epoch "
+            f"selected on validation {report['valid_metric']}; students and baselines are the "
+            f"mean (± std) over seeds {report['seeds']}{note}.", "",
+            markdown_table(report["rows"]), ""]
     text += [f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}"
-             for k, v in facts.items()]
+             for k, v in report["summary"].items()]
     searches = [r["baseline_learning_rate_search"] for r in runs
                 if r.get("baseline_learning_rate_search")]
     if searches:
         text.append(f"- baseline learning rate (best on validation, per seed): "
-                    f"{[r['baseline_learning_rate'] for r in runs]} of "
+                    f"{[r.get('baseline_learning_rate') for r in runs]} of "
                     f"{[s['learning_rate'] for s in searches[0]]}")
     markdown = "\n".join(text) + "\n"
-    report = {"dataset": config["dataset"], "dataset_stats": stats, "device": device,
-              "machine": machine, "split_fingerprint": split.fingerprint, "rows": rows,
-              "summary": facts, "runs": runs, "markdown": stem + ".report.md",
-              "json": stem + ".report.json", "plot": stem + ".png"}
+    report = dict(report, markdown=stem + ".report.md", json=stem + ".report.json",
+                  plot=stem + ".png")
     _atomic_write(report["markdown"], markdown)
     _atomic_write(report["json"], json.dumps(report, indent=2, default=str))
-    plot_progress(runs, config["valid_metric"], report["plot"])
-    logger.info("\n" + markdown)
-    logger.info(f"report written to {report['markdown']}, {report['json']}, {report['plot']}")
-    return report
+    plot_progress(runs, report["valid_metric"], report["plot"])
+    return report, markdown
 
 
 def _atomic_write(path, text):
