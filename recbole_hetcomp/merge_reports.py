@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 from recbole_hetcomp.errors import HetCompError
-from recbole_hetcomp.report import summary, write_files
+from recbole_hetcomp.report import seed_statistics, summary, write_files
 
 SEEDED = ("baseline", "student")
 
@@ -59,10 +59,9 @@ def _fixed_rows(report):
 def _merge_rows(parts):
     per_seed = [result for p in parts for result in p.get("per_seed", [p["test_result"]])]
     counts = [p.get("seeds", 1) for p in parts]
-    metrics = per_seed[0].keys()
+    mean, std = seed_statistics(per_seed)
     row = {"model": parts[0]["model"], "kind": parts[0]["kind"], "seeds": len(per_seed),
-           "test_result": {k: float(np.mean([r[k] for r in per_seed])) for k in metrics},
-           "test_std": {k: float(np.std([r[k] for r in per_seed])) for k in metrics},
+           "test_result": mean, "test_std": std,
            "n_params": parts[0]["n_params"],
            # a part rebuilt from a log may lack the timing: median of those that have it
            "inference_ms_per_1000_users": float(np.median(

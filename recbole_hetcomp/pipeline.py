@@ -18,7 +18,7 @@ from recbole_hetcomp.data.split import make_loaders
 from recbole_hetcomp.ensemble import EnsembleRanker
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.model import HetCompStudent
-from recbole_hetcomp.report import write_report
+from recbole_hetcomp.report import seed_statistics, write_report
 from recbole_hetcomp.serving import inference_ms_per_1000_users, parameter_count
 from recbole_hetcomp.teachers import SHARED_KEYS, teacher_config, teacher_trajectory, train_model
 from recbole_hetcomp.trainer import HetCompTrainer
@@ -171,12 +171,9 @@ def _ensemble_row(config, split, trajectories, teacher_rows):
 
 
 def _mean_row(name, results, kind):
-    metrics = results[0]["test_result"].keys()
-    row = {"model": name, "kind": kind, "seeds": len(results),
-           "test_result": {k: float(np.mean([r["test_result"][k] for r in results]))
-                           for k in metrics},
-           "test_std": {k: float(np.std([r["test_result"][k] for r in results]))
-                        for k in metrics},
+    mean, std = seed_statistics([r["test_result"] for r in results])
+    row = {"model": name, "kind": kind, "seeds": len(results), "test_result": mean,
+           "test_std": std,
            "n_params": results[0]["n_params"],
            "inference_ms_per_1000_users": float(np.median(
                [r["inference_ms_per_1000_users"] for r in results])),

@@ -5,6 +5,7 @@ import logging
 import os
 import platform
 
+import numpy as np
 import torch
 
 COLUMNS = ("recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "ndcg@50")
@@ -25,6 +26,13 @@ def _cell(row, key):
         return "-"
     std = row.get("test_std", {}).get(key)
     return f"{value:.4f} ± {std:.4f}" if std is not None and row.get("seeds", 1) > 1 else f"{value:.4f}"
+
+
+def seed_statistics(per_seed):
+    """Mean and standard deviation over seeds of each metric: (test_result, test_std)."""
+    metrics = per_seed[0].keys()
+    return ({k: float(np.mean([r[k] for r in per_seed])) for k in metrics},
+            {k: float(np.std([r[k] for r in per_seed])) for k in metrics})
 
 
 def summary(rows, metric="recall@50"):
