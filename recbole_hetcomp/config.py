@@ -8,15 +8,62 @@ Unlike RecBole's Config, command-line overrides come from an explicit ``cmd_args
 from ``sys.argv`` (under pytest or inside another CLI, unrelated flags would leak in).
 """
 
+import ast
 import os
+import re
 
 import yaml
 from recbole.config import Config as RecBoleConfig
+from recbole.utils.argument_list import (
+    dataset_arguments,
+    evaluation_arguments,
+    general_arguments,
+    training_arguments,
+)
 
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.registry import get_model
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
+
+
+# --- key groups: who gets a key ------------------------------------------------------------
+# A run's keys reach its models the same way whatever channel they came by (config file, config
+# dict, command line): the model being run gets all of them; the other models of a pipeline run
+# (teachers, the same-size baseline) inherit only the keys that describe the data, the split, the
+# evaluation and the machine, and otherwise train from their own defaults (plus `teacher_config`).
+
+#: Keys of RecBole's groups that are about one model's training, not the run: never inherited.
+_MODEL_OWN = {"seed", "config_file"}
+
+#: This package's run-wide keys: the split, the trajectory store, the loaders' worker count.
+_PLUGIN_SHARED = ("split_seed", "drop_unseen_eval_items", "trajectory_dir", "trajectory_topk",
+                  "trajectory_snapshots", "trajectory_fractions", "trajectory_batch_size",
+                  "trajectory_on_error", "save_checkpoint", "worker")
+
+#: Keys every model of a run inherits from the run's Config.
+SHARED_KEYS = tuple(dict.fromkeys(
+    [k for k in general_arguments if k not in _MODEL_OWN]
+    + list(evaluation_arguments) + list(dataset_arguments) + list(_PLUGIN_SHARED)))
+
+#: Keys that shape a model's training (RecBole's training group, display-only keys aside), plus
+#: the seed, the selection metric and the recording settings; with the model's own yaml keys they
+#: identify a teacher's trajectory in the store.
+TRAINING_KEYS = tuple(
+    [k for k in training_arguments if k != "loss_decimal_place"]
+    + ["seed", "valid_metric", "metrics", "topk", "trajectory_topk", "trajectory_snapshots",
+       "trajectory_fractions"])
+
+
+def inherited_keys(run_config):
+    """The shared keys the user set for the run (any channel), typed, to seed another model.
+
+    Only values the user gave are passed on: defaults (RecBole's, ``properties/``) are the same
+    for every model of the run, and some final values are derived (RecBole joins ``data_path``
+    with the dataset name), so re-feeding them would change their meaning.
+    """
+    given = run_config.external_config_dict
+    return {k: given[k] for k in SHARED_KEYS if k in given and given[k] is not None}
 
 
 def _properties_dir():
@@ -44,11 +91,19 @@ class Config(RecBoleConfig):
     config_dict : dict, optional
     cmd_args : list of str, optional
         ``--key=value`` strings, the highest priority (parsed like RecBole's command line).
+    inherited : dict, optional
+        Typed values taken from another Config (see ``inherited_keys``), at the priority of
+        ``config_dict`` and below it; passed on as they are, never re-parsed.
+
+    String values of ``config_dict`` and ``cmd_args`` are read as Python literals
+    (``ast.literal_eval``: numbers, lists, dicts, True/False/None; also true/false); anything
+    else stays a string. Unlike RecBole, nothing is ``eval()``-ed.
     """
 
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None,
-                 cmd_args=None):
+                 cmd_args=None, inherited=None):
         self._cmd_args = list(cmd_args or [])
+        self._inherited = dict(inherited or {})
         for path in config_file_list or []:
             if not os.path.isfile(path):
                 raise HetCompError(f"config file '{path}' does not exist; check --config_files")
@@ -64,6 +119,22 @@ class Config(RecBoleConfig):
         self._check_value_types()
 
     # --- RecBole hooks -------------------------------------------------------------------
+    def _build_yaml_loader(self):
+        # RecBole's loader is yaml.FullLoader (it builds Python objects from tags such as
+        # !!python/name:os.system): read config files with a safe one, same float resolver.
+        return SafeConfigLoader
+
+    def _convert_config_dict(self, config_dict):
+        # RecBole eval()s every string here: a config value would run code. Literals only.
+        for key, value in config_dict.items():
+            if isinstance(value, str):
+                config_dict[key] = parse_literal(value)
+        return config_dict
+
+    def _load_variable_config_dict(self, config_dict):
+        converted = self._convert_config_dict(dict(config_dict or {}))
+        return {**self._inherited, **converted}
+
     def _load_cmd_line(self):
         cmd = {}
         for arg in self._cmd_args:
@@ -119,13 +190,51 @@ class Config(RecBoleConfig):
             if default is None or value is None:
                 continue
             if isinstance(default, list) and isinstance(value, str):
-                # RecBole's eval() cannot read bare names: --teachers=[BPR,CML]
+                # A literal cannot hold bare names: --teachers=[BPR,CML]
                 value = _parse_list(value)
+                self.final_config_dict[key] = self.external_config_dict[key] = value
+            elif isinstance(default, dict) and isinstance(value, str):
+                # --teacher_config="{CML: {epochs: 5}}": YAML flow style, read safely.
+                value = _parse_mapping(value)
                 self.final_config_dict[key] = self.external_config_dict[key] = value
             if not _compatible(default, value):
                 raise HetCompError(
                     f"malformed value for '{key}': got {value!r}, expected "
                     f"{_type_name(default)} like the default {default!r}")
+
+
+class SafeConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-3`` as a float, as RecBole's loader does."""
+
+
+SafeConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:
+        [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+       |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+       |\.[0-9_]+(?:[eE][-+][0-9]+)?
+       |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+       |[-+]?\.(?:inf|Inf|INF)
+       |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def parse_literal(text):
+    """A command-line or config-dict string as the value it spells, without running anything.
+
+    Python literals (``2020``, ``1e-3``, ``[2020, 2021]``, ``{'a': 1}``, ``True``, ``None``) and
+    ``true`` / ``false`` in any case are converted; anything else (``BPR``, ``[BPR,CML]``,
+    ``100-1``, a path) stays the string it is.
+    """
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        if text.strip().lower() in ("true", "false"):
+            return text.strip().lower() == "true"
+        return text
+    if isinstance(value, (str, int, float, bool, list, tuple, dict)) or value is None:
+        return value
+    return text  # complex numbers, sets, bytes: not config values
 
 
 def _parse_list(text):
@@ -136,6 +245,14 @@ def _parse_list(text):
     if not isinstance(value, list):
         value = [part.strip() for part in text.strip("[]").split(",") if part.strip()]
     return value
+
+
+def _parse_mapping(text):
+    try:
+        value = yaml.load(text, Loader=SafeConfigLoader)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, dict) else text
 
 
 def _type_name(value):

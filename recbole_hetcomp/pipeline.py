@@ -13,14 +13,14 @@ import torch
 from recbole.trainer import Trainer
 from recbole.utils import init_seed, set_color
 
-from recbole_hetcomp.config import Config
+from recbole_hetcomp.config import Config, inherited_keys
 from recbole_hetcomp.data.split import make_loaders
 from recbole_hetcomp.ensemble import EnsembleRanker
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.model import HetCompStudent
 from recbole_hetcomp.report import seed_statistics, write_report
 from recbole_hetcomp.serving import inference_ms_per_1000_users, parameter_count
-from recbole_hetcomp.teachers import SHARED_KEYS, teacher_config, teacher_trajectory, train_model
+from recbole_hetcomp.teachers import teacher_config, teacher_trajectory, train_model
 from recbole_hetcomp.trainer import HetCompTrainer
 from recbole_hetcomp.trainer.knowledge_set import KnowledgeSet
 
@@ -36,7 +36,7 @@ class Stages:
         self.logger.info(set_color(f"[HetComp {elapsed:7.1f}s] ", "blue") + text)
 
 
-def run_pipeline(config, split, config_file_list, logger):
+def run_pipeline(config, split, logger):
     """Run the whole pipeline; returns the report dict (rows, histories, paths)."""
     stage = Stages(logger)
     teachers = list(config["teachers"] or [])
@@ -45,7 +45,7 @@ def run_pipeline(config, split, config_file_list, logger):
     trajectories = []
     for index, name in enumerate(teachers, 1):
         stage(f"teacher {index}/{len(teachers)}: {name}")
-        tconfig = teacher_config(config, name, config_file_list)
+        tconfig = teacher_config(config, name)
         trajectories.append(teacher_trajectory(tconfig, split, logger))
 
     stage("ensemble knowledge")
@@ -64,7 +64,7 @@ def run_pipeline(config, split, config_file_list, logger):
         if config["baseline"]:
             stage(f"baseline {config['baseline']} (embedding_size "
                   f"{config['embedding_size']}, no distillation), seed {seed}")
-            baselines.append(train_baseline(config, split, seed, config_file_list, logger))
+            baselines.append(train_baseline(config, split, seed, logger))
             _log_test(config["baseline"], seed, baselines[-1], logger)
             run["baseline_valid_history"] = baselines[-1].pop("valid_history")
             run["baseline_learning_rate"] = baselines[-1]["learning_rate"]
@@ -106,18 +106,26 @@ def train_student(config, split, trajectories, history, seed, logger):
     return result, run
 
 
-def train_baseline(config, split, seed, config_file_list, logger):
+def baseline_config(config, seed, learning_rate):
+    """Config of the same-size baseline: the run's shared keys, the student's size and budget.
+
+    Embedding size, epochs and evaluation schedule are the student's, so the comparison is at
+    equal size and budget; everything else is the baseline model's own default.
+    """
+    inherited = inherited_keys(config)
+    inherited.update(embedding_size=config["embedding_size"], epochs=config["epochs"],
+                     eval_step=config["eval_step"], stopping_step=config["stopping_step"],
+                     seed=seed, learning_rate=learning_rate)
+    return Config(model=config["baseline"], dataset=config["dataset"], inherited=inherited)
+
+
+def train_baseline(config, split, seed, logger):
     """The baseline model with the student's size and training budget, no distillation.
 
     Each learning rate of ``baseline_learning_rates`` (default: the student's) gets the full
     budget; the one with the best validation score is kept, so the student is compared with a
     tuned model rather than one trained at a rate chosen for distillation.
     """
-    overrides = {k: config[k] for k in SHARED_KEYS if config[k] is not None}
-    # Same size and budget: embedding size, epochs, evaluation schedule.
-    overrides.update(embedding_size=config["embedding_size"], epochs=config["epochs"],
-                     eval_step=config["eval_step"], stopping_step=config["stopping_step"],
-                     seed=seed)
     rates = config["baseline_learning_rates"] or [config["learning_rate"]]
     rates = rates if isinstance(rates, (list, tuple)) else [rates]
     if not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):
@@ -125,9 +133,7 @@ def train_baseline(config, split, seed, config_file_list, logger):
                            f"[0.001, 0.01]; got {rates}")
     best, search = None, []
     for rate in rates:
-        bconfig = Config(model=config["baseline"], dataset=config["dataset"],
-                         config_file_list=config_file_list,
-                         config_dict={**overrides, "learning_rate": rate})
+        bconfig = baseline_config(config, seed, rate)
         result = train_model(bconfig, split, logger, recorder_wanted=False)[2]
         search.append({"learning_rate": rate, "best_valid_score": result["best_valid_score"],
                        "train_seconds": result["train_seconds"]})

@@ -43,7 +43,7 @@ def run_hetcomp(model=None, dataset=None, config_file_list=None, config_dict=Non
     if config["model"] == STUDENT:
         from recbole_hetcomp.pipeline import run_pipeline
 
-        return run_pipeline(config, split, config_file_list, logger)
+        return run_pipeline(config, split, logger)
     if config["record_trajectory"]:
         trajectory = teacher_trajectory(config, split, logger)
         result = {k: trajectory.manifest[k] for k in (

@@ -9,7 +9,7 @@ from recbole.utils import init_seed, set_color
 
 import recbole
 import recbole_hetcomp
-from recbole_hetcomp.config import Config, properties_file
+from recbole_hetcomp.config import TRAINING_KEYS, Config, inherited_keys, properties_file
 from recbole_hetcomp.data.split import make_loaders
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.registry import get_model
@@ -17,23 +17,6 @@ from recbole_hetcomp.serving import inference_ms_per_1000_users, parameter_count
 from recbole_hetcomp.trainer import make_trainer
 from recbole_hetcomp.trajectory import StoreError, Trajectory, TrajectoryRecorder, TrajectoryStore
 from recbole_hetcomp.trajectory.store import settings_hash
-
-# Keys that shape a teacher's training; with the model's own yaml keys they identify its store.
-TRAINING_KEYS = ("seed", "epochs", "train_batch_size", "learner", "learning_rate",
-                 "train_neg_sample_args", "eval_step", "stopping_step", "weight_decay",
-                 "clip_grad_norm", "valid_metric", "metrics", "topk", "trajectory_topk",
-                 "trajectory_snapshots", "trajectory_fractions")
-
-# Keys a run passes on to its teachers; training and model keys on the command line belong to
-# the model being run (the student), teachers get theirs from `teacher_config`.
-SHARED_KEYS = ("data_path", "use_gpu", "gpu_id", "state", "show_progress", "reproducibility",
-               "checkpoint_dir", "eval_batch_size", "split_seed", "trajectory_dir",
-               "trajectory_topk", "trajectory_snapshots", "trajectory_fractions",
-               "trajectory_batch_size", "metrics", "topk", "valid_metric", "eval_args",
-               "benchmark_filename", "load_col", "user_inter_num_interval",
-               "item_inter_num_interval", "field_separator", "USER_ID_FIELD", "ITEM_ID_FIELD",
-               "save_checkpoint", "worker")
-
 
 def model_keys(model_name):
     """Keys of the model's default yaml files (RecBole's and this package's)."""
@@ -54,8 +37,13 @@ def teacher_settings(config):
     return {"model": config["model"], **{k: config[k] for k in keys}}
 
 
-def teacher_config(run_config, teacher, config_file_list=None):
-    """Config of ``teacher`` for a run: shared keys + ``teacher_config`` overrides."""
+def teacher_config(run_config, teacher):
+    """Config of ``teacher`` for a run: its own defaults, the run's shared keys
+    (``config.SHARED_KEYS``) and the ``teacher_config`` overrides.
+
+    The run's other keys (training and model keys, from any channel) belong to the model being
+    run, the student; so do its config files, which are not read again here.
+    """
     overrides = dict(run_config["teacher_config"] or {})
     unknown = [name for name in overrides if name != "default" and name not in
                run_config["teachers"]]
@@ -63,12 +51,11 @@ def teacher_config(run_config, teacher, config_file_list=None):
         raise HetCompError(f"teacher_config names {', '.join(unknown)}, which "
                            f"{'is' if len(unknown) == 1 else 'are'} not in teachers "
                            f"{run_config['teachers']}")
-    config_dict = {k: run_config[k] for k in SHARED_KEYS if run_config[k] is not None}
-    config_dict.update(overrides.get("default") or {})
-    config_dict.update(overrides.get(teacher) or {})
+    own = {**(overrides.get("default") or {}), **(overrides.get(teacher) or {})}
     get_model(teacher)  # a clear error for an unknown teacher before anything else
+    # Both come typed from the run's Config: passed on as they are, never re-parsed.
     return Config(model=teacher, dataset=run_config["dataset"],
-                  config_file_list=config_file_list, config_dict=config_dict)
+                  inherited={**inherited_keys(run_config), **own})
 
 
 def store_path(config, split):

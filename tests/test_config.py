@@ -51,3 +51,106 @@ def test_malformed_yaml(tiny, tmp_path):
     bad.write_text("epochs: [1, 2\nlearning_rate: 0.1\n")
     with pytest.raises(HetCompError, match="malformed YAML"):
         Config("BPR", "tiny", [str(bad)], base)
+
+
+# --- one meaning per key, whatever channel it arrives by -----------------------------------
+ROUTED = {"embedding_size": 6, "eval_batch_size": 12345, "trajectory_dir": "100-1",
+          "topk": [5, 10]}
+
+
+def _run_config(base, tmp_path, channel):
+    """The student's run Config with ROUTED set through one channel (file, dict or command)."""
+    if channel == "file":
+        path = tmp_path / "mine.yaml"
+        path.write_text("embedding_size: 6\neval_batch_size: 12345\ntrajectory_dir: '100-1'\n"
+                        "topk: [5, 10]\n")
+        return Config("HetCompStudent", "tiny", [str(path)], base)
+    if channel == "dict":
+        return Config("HetCompStudent", "tiny", config_dict={**base, **ROUTED})
+    return Config("HetCompStudent", "tiny", config_dict=base, cmd_args=[
+        "--embedding_size=6", "--eval_batch_size=12345", "--trajectory_dir=100-1",
+        "--topk=[5,10]"])
+
+
+@pytest.mark.parametrize("channel", ["file", "dict", "cmd"])
+def test_keys_reach_the_same_models_whatever_the_channel(tiny, tmp_path, channel):
+    from recbole_hetcomp.pipeline import baseline_config
+    from recbole_hetcomp.teachers import teacher_config
+
+    _, base = tiny
+    base = {k: v for k, v in base.items() if k not in ROUTED}  # the channel alone sets them
+    base["teachers"] = ["BPR", "CML"]
+    run = _run_config(base, tmp_path, channel)
+    # The student (the model being run) takes every key.
+    assert run["embedding_size"] == 6 and run["eval_batch_size"] == 12345
+    assert run["trajectory_dir"] == "100-1"  # a string stays a string (not the number 99)
+    for name in ("BPR", "CML"):
+        own = Config(name, "tiny", config_dict=base)["embedding_size"]
+        teacher = teacher_config(run, name)
+        assert teacher["embedding_size"] == own != 6  # teachers keep their own size
+        # Shared keys (evaluation, store, data) reach every teacher.
+        assert teacher["eval_batch_size"] == 12345
+        assert teacher["trajectory_dir"] == "100-1"
+        assert teacher["topk"] == [5, 10]
+        assert teacher["data_path"] == run["data_path"]
+    baseline = baseline_config(run, seed=7, learning_rate=0.002)
+    assert baseline["embedding_size"] == 6  # the student's size, by design
+    assert baseline["eval_batch_size"] == 12345 and baseline["topk"] == [5, 10]
+    assert baseline["seed"] == 7 and baseline["learning_rate"] == 0.002
+
+
+def test_teacher_config_overrides_only_its_teacher(tiny):
+    from recbole_hetcomp.teachers import teacher_config
+
+    _, base = tiny
+    run = Config("HetCompStudent", "tiny", config_dict={
+        **base, "teachers": ["BPR", "CML"],
+        "teacher_config": {"default": {"epochs": 3}, "CML": {"embedding_size": 8}}})
+    assert teacher_config(run, "CML")["embedding_size"] == 8
+    assert teacher_config(run, "CML")["epochs"] == 3
+    assert teacher_config(run, "BPR")["embedding_size"] == Config(
+        "BPR", "tiny", config_dict=base)["embedding_size"]
+    cmd = Config("HetCompStudent", "tiny", config_dict={**base, "teachers": ["BPR", "CML"]},
+                 cmd_args=["--teacher_config={CML: {embedding_size: 8}}"])
+    assert teacher_config(cmd, "CML")["embedding_size"] == 8
+
+
+@pytest.mark.parametrize("channel", ["file", "dict", "cmd"])
+def test_config_values_never_run_code(tiny, tmp_path, channel):
+    from recbole_hetcomp.teachers import teacher_config
+
+    _, base = tiny
+    base = {k: v for k, v in base.items() if k != "checkpoint_dir"}
+    marker = tmp_path / "ran"
+    code = f"__import__('os').system('touch {marker}') or 2"
+    if channel == "file":
+        path = tmp_path / "evil.yaml"
+        path.write_text(f'teacher_config: {{default: {{epochs: "{code}"}}}}\n'
+                        f'checkpoint_dir: "{code}"\n')
+        run = Config("HetCompStudent", "tiny", [str(path)], {**base, "teachers": ["BPR"]})
+    elif channel == "dict":
+        run = Config("HetCompStudent", "tiny", config_dict={
+            **base, "teachers": ["BPR"], "teacher_config": {"default": {"epochs": code}},
+            "checkpoint_dir": code})
+    else:
+        run = Config("HetCompStudent", "tiny", config_dict={**base, "teachers": ["BPR"]},
+                     cmd_args=[f"--checkpoint_dir={code}"])
+        with pytest.raises(HetCompError, match="malformed value for 'epochs'"):
+            Config("BPR", "tiny", config_dict=base, cmd_args=[f"--epochs={code}"])
+    assert run["checkpoint_dir"] == code  # kept as the string it is, never evaluated
+    if channel != "cmd":
+        with pytest.raises(HetCompError, match="malformed value for 'epochs'"):
+            teacher_config(run, "BPR")
+    else:
+        assert teacher_config(run, "BPR")["checkpoint_dir"] == code
+    assert not marker.exists()
+
+
+def test_config_files_are_read_safely(tiny, tmp_path):
+    _, base = tiny
+    path = tmp_path / "tagged.yaml"
+    path.write_text("learner: !!python/name:os.system\n")
+    with pytest.raises(HetCompError, match="malformed YAML"):
+        Config("BPR", "tiny", [str(path)], base)
+    path.write_text("learning_rate: 1e-3\n")  # RecBole's float notation still reads as a float
+    assert Config("BPR", "tiny", [str(path)], base)["learning_rate"] == 0.001

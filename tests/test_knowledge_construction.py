@@ -19,11 +19,20 @@ from recbole_hetcomp.knowledge import (
 
 
 def reference_discrepancy(student, teacher, n=50, temperature=10.0):
-    """1 - NDCG of one student list against one teacher list, in plain Python."""
+    """D = 1 - NDCG written from the spec (section 4), in plain Python.
+
+    Position t of the student's list gains 2^exp(-t/T) - 1 when its item is in the teacher list's
+    first n items; DCG discounts each gain by log2(t + 2); the ideal DCG is the same sum with a
+    hit at every one of the n positions.
+    """
     head = {i for i in teacher[:n] if i != 0}
-    gains = [2 ** math.exp(-t / temperature) - 1 for t in range(min(n, len(student)))]
-    dcg = sum(g for g, item in zip(gains, student) if item != 0 and item in head)
-    return 1 - dcg / sum(gains)
+    dcg = ideal = 0.0
+    for t in range(n):
+        weight = (2 ** math.exp(-t / temperature) - 1) / math.log2(t + 2)
+        ideal += weight
+        if t < len(student) and student[t] != 0 and student[t] in head:
+            dcg += weight
+    return 1 - dcg / ideal
 
 
 def reference_step(choice, d, initialised, student_top, rankings, epoch, p, alpha, decay, n):
@@ -115,6 +124,35 @@ def test_discrepancy_matches_reference(seed):
     assert torch.equal(flat, out[:, 2])
 
 
+def test_discrepancy_minimal_case_has_the_log_discount():
+    # n = 2, student [a, b], teacher head [a, c]: g_0 = 1, g_1 = 2^exp(-0.1) - 1; with the
+    # discount D = (g_1 / log2 3) / (1 + g_1 / log2 3) = 0.3550 (0.4659 without it).
+    out = discrepancy(torch.tensor([[1, 2]]), torch.tensor([[1, 3]]), n=2).item()
+    g1 = 2 ** math.exp(-0.1) - 1
+    assert out == pytest.approx((g1 / math.log2(3)) / (1 + g1 / math.log2(3)), abs=1e-15)
+    assert round(out, 4) == 0.3550
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_discrepancy_matches_spec_to_1e12(seed):
+    # Full-size lists (n = 50) over a small catalogue, so hits are frequent, teacher lists hold
+    # repeated items, student lists carry 0 padding, and many rows tie on their hit pattern.
+    gen = torch.Generator().manual_seed(100 + seed)
+    b, x, n, n_items = 16, 4, 50, 80
+    student = torch.stack([torch.randperm(n_items - 1, generator=gen)[:n] + 1 for _ in range(b)])
+    student[:3, 40:] = 0
+    teacher = torch.randint(0, n_items, (b, x, 60), generator=gen)
+    teacher[4, 1] = teacher[4, 0]  # two teachers with the same list: equal D
+    teacher[5, 2, :n] = student[5]  # perfect agreement: D = 0
+    out = discrepancy(student, teacher, n=n)
+    for i in range(b):
+        for t in range(x):
+            ref = reference_discrepancy(student[i].tolist(), teacher[i, t].tolist(), n)
+            assert abs(out[i, t].item() - ref) < 1e-12
+    assert out[5, 2].item() == 0.0
+    assert out[4, 0].item() == out[4, 1].item()
+
+
 def test_discrepancy_padding_never_hits():
     student = torch.tensor([[0, 0, 5]])
     teacher = torch.tensor([[0, 0, 0]])
@@ -152,6 +190,26 @@ def test_knowledge_step_matches_reference_over_calls(seed):
         assert state.choice.tolist() == ref_choice
         assert torch.allclose(state.d, torch.tensor(ref_d, dtype=torch.float64), atol=1e-10)
         assert bool((state.choice >= 0).all() and (state.choice <= c - 1).all())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_advance_decisions_match_spec_at_full_size(seed):
+    # n = 50 over a small catalogue: the discount changes which pairs advance here.
+    gen = torch.Generator().manual_seed(60 + seed)
+    x, c, u, m, n_items, n = 3, 4, 40, 60, 90, 50
+    rankings = random_rankings(gen, x, c, u, m, n_items)
+    state = KnowledgeState.new(u, x)
+    ref_choice, ref_d = state.choice.tolist(), state.d.tolist()
+    initialised = False
+    for call in range(1, 6):
+        student = torch.stack([torch.randperm(n_items - 1, generator=gen)[:n] + 1
+                               for _ in range(u)])
+        knowledge_step(state, student, rankings, call * 10, batch_size=16, n=n)
+        ref_choice, ref_d = reference_step(ref_choice, ref_d, initialised, student, rankings,
+                                           call * 10, 10, 1.05, 0.995, n)
+        initialised = True
+        assert state.choice.tolist() == ref_choice
+        assert torch.allclose(state.d, torch.tensor(ref_d, dtype=torch.float64), atol=1e-12)
 
 
 def test_first_call_only_remembers():

@@ -6,12 +6,12 @@ batches. Item id 0 is the padding item everywhere ("no item").
 
 from recbole_hetcomp.knowledge.construction import (
     KnowledgeState,
+    discounted_gain,
     discrepancy,
     exclusion_mask,
     knowledge_step,
     masked_topk,
     mean_snapshot,
-    position_gain,
     share_at_last,
     should_switch,
     threshold,
@@ -33,6 +33,7 @@ from recbole_hetcomp.knowledge.losses import (
 __all__ = [
     "FIXED_POINT_BITS",
     "KnowledgeState",
+    "discounted_gain",
     "discrepancy",
     "ensemble_targets",
     "ensemble_top",
@@ -45,7 +46,6 @@ __all__ = [
     "observed_lists",
     "overall_loss",
     "plackett_luce",
-    "position_gain",
     "rank_importance",
     "rank_loss",
     "remaining_items",

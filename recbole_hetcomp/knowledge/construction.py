@@ -2,16 +2,13 @@
 
 Each (user, teacher) pair follows the teacher's training trajectory: v(u, x) in 0..C-1 says which
 snapshot feeds the ensemble target of user u. Every p epochs the student's top-n list is compared
-with the next snapshot of every teacher (discrepancy = 1 - NDCG); a pair moves on when the student
+with the next snapshot of every teacher (discrepancy = 1 - discounted NDCG); a pair moves on when the student
 has caught up, and once the threshold falls below 1 every pair moves on, so the sequence ends.
 """
 
 from dataclasses import dataclass
 
 import torch
-
-from recbole_hetcomp.knowledge.importance import FIXED_POINT_BITS
-
 
 def exclusion_mask(items, n_items):
     """Dense per-batch mask of the items a user must never be recommended.
@@ -61,15 +58,30 @@ def masked_topk(scores, exclude, n):
     return items
 
 
-def position_gain(n, temperature=10.0, device=None):
-    """Gain of a hit at each 0-based position t: ``2 ** exp(-t / T) - 1``, (n,) float64."""
+def discounted_gain(n, temperature=10.0, device=None):
+    """NDCG weight of a hit at each 0-based position t: ``(2 ** exp(-t / T) - 1) / log2(t + 2)``.
+
+    The gain ``2 ** exp(-t / T) - 1`` and the standard log2(t + 2) position discount of a
+    discounted cumulative gain (spec, section 4); (n,) float64.
+    """
     t = torch.arange(n, dtype=torch.float64, device=device)
-    return torch.pow(2.0, torch.exp(-t / temperature)) - 1.0
+    return (torch.pow(2.0, torch.exp(-t / temperature)) - 1.0) / torch.log2(t + 2.0)
+
+
+def _gain_bits(n):
+    """Fixed-point resolution of the discrepancy: as fine as float64 allows, without overflow.
+
+    Every discounted gain is at most 1, so a sum of n of them in units of ``2 ** -bits`` stays
+    below ``n * 2 ** bits``; 62 bits of int64 headroom leave ``bits = 62 - ceil(log2 n)``, capped at
+    float64's 52-bit mantissa (finer units would only round away on the way back to float).
+    """
+    return min(52, 62 - max(1, (n - 1).bit_length()))
 
 
 def _fixed_point_gain(n, temperature, device):
-    """(n,) int64 position gains in units of ``2 ** -FIXED_POINT_BITS``."""
-    return torch.round(position_gain(n, temperature, device) * float(2**FIXED_POINT_BITS)).long()
+    """(n,) int64 discounted gains in units of ``2 ** -_gain_bits(n)``."""
+    scale = float(2 ** _gain_bits(n))
+    return torch.round(discounted_gain(n, temperature, device) * scale).long()
 
 
 def _sorted_student(student_top, n):
@@ -90,7 +102,8 @@ def _discrepancy_sorted(student_sorted, student_pos, teacher, gain):
     teacher : torch.Tensor
         (B, E, n') long: E teacher list heads per row.
     gain : torch.Tensor
-        (ns,) int64 fixed-point position gains, see ``_fixed_point_gain``.
+        (n,) int64 fixed-point discounted gains of all n scored positions (n >= ns), see
+        ``_fixed_point_gain``; the ideal DCG is their sum.
 
     Returns
     -------
@@ -111,20 +124,21 @@ def _discrepancy_sorted(student_sorted, student_pos, teacher, gain):
     hits.scatter_(2, position, True)
     # Integer (fixed-point) gains: D is exactly 0 when every position hits, and bit-identical
     # for equal hit patterns on any device, so the advance rule's comparisons are reproducible.
-    dcg = torch.where(hits[..., :ns], gain, torch.zeros_like(gain)).sum(dim=-1)
+    dcg = torch.where(hits[..., :ns], gain[:ns], torch.zeros_like(gain[:ns])).sum(dim=-1)
     ideal = gain.sum()
     return (ideal - dcg).to(torch.float64) / ideal.to(torch.float64)
 
 
 def discrepancy(student_top, teacher_lists, n=50, temperature=10.0):
-    """Discrepancy 1 - NDCG between the student's top list and teacher lists.
+    """Discrepancy 1 - NDCG between the student's top list and teacher lists (spec, section 4).
 
-    The student's first n positions are scored (fewer if its list is shorter): position t gains
-    ``2 ** exp(-t / T) - 1`` when the student's item there is among the teacher list's first n
-    items, else 0 (exp(-t / T) is itself the position discount: no log discount is added). The
-    ideal DCG counts a hit at every scored position. Item 0 never counts as a hit. Gains are
-    summed in fixed point (``2 ** -FIXED_POINT_BITS`` units, error below 1e-10), so D is exactly
-    0 for a perfect match and equal hit patterns give bit-equal values on every device.
+    A standard discounted NDCG over the student's first n positions: position t (0-based) gains
+    ``(2 ** exp(-t / T) - 1) / log2(t + 2)`` when the student's item there is among the teacher
+    list's first n items, else 0; the ideal DCG counts a hit at all n positions, so a student
+    list shorter than n (or 0-padded) simply misses its empty positions. Item 0 never counts as a
+    hit. Gains are summed in fixed point (about ``2 ** -52`` units, see ``_gain_bits``), so D is
+    exactly 0 for a perfect match and equal hit patterns give bit-equal values on every device,
+    which keeps the advance rule's ratio comparisons reproducible.
 
     Parameters
     ----------
@@ -146,7 +160,7 @@ def discrepancy(student_top, teacher_lists, n=50, temperature=10.0):
     teacher = teacher_lists[..., :n].long()
     lead = teacher.shape[:-1]                                   # (B, ...)
     b = teacher.shape[0]
-    gain = _fixed_point_gain(student_sorted.shape[1], temperature, teacher.device)
+    gain = _fixed_point_gain(n, temperature, teacher.device)
     flat = teacher.reshape(b, -1, teacher.shape[-1])            # (B, E, n')
     out = _discrepancy_sorted(student_sorted, student_pos, flat, gain)
     return out.reshape(lead)
@@ -239,7 +253,7 @@ def knowledge_step(state, student_top, rankings, epoch, p=10, alpha=1.05, decay=
         end = min(start + batch_size, u)
         student_sorted, student_pos = _sorted_student(student_top[start:end].to(device), n)
         if gain is None:
-            gain = _fixed_point_gain(student_sorted.shape[1], temperature, device)
+            gain = _fixed_point_gain(n, temperature, device)
         v = state.choice[start:end]                              # (B, X)
         if not state.initialised:
             user = torch.arange(start, end, device=device).unsqueeze(1)  # (B, 1)
