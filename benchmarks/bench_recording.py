@@ -26,7 +26,8 @@ from _output import emit  # noqa: E402
 
 from recbole_hetcomp.config import Config  # noqa: E402
 from recbole_hetcomp.data.split import build_split  # noqa: E402
-from recbole_hetcomp.teachers import record_teacher, train_model  # noqa: E402
+from recbole_hetcomp.teachers import record_teacher  # noqa: E402
+from recbole_hetcomp.training import train_model  # noqa: E402
 
 TEACHERS = ["BPR", "CML", "NeuMF", "LightGCN", "MultiVAE", "ItemVAE"]
 
@@ -57,9 +58,9 @@ def main(argv=None):
         split = build_split(capped)
         plain, recorded, direct = [], [], []
         for _ in range(args.repeats):
-            plain.append(train_model(capped, split, logger, recorder_wanted=False)[2]
+            plain.append(train_model(capped, split, logger, record=False)[2]
                          ["train_seconds"])
-            result = train_model(capped, split, logger, recorder_wanted=True)[2]
+            result = train_model(capped, split, logger, record=True)[2]
             recorded.append(result["train_seconds"])
             direct.append(result["record_seconds"])
         p, r, d = (statistics.median(v) for v in (plain, recorded, direct))

@@ -11,18 +11,16 @@ import time
 import numpy as np
 import torch
 from recbole.trainer import Trainer
-from recbole.utils import init_seed, set_color
+from recbole.utils import set_color
 
 from recbole_hetcomp.config import Config, inherited_keys
 from recbole_hetcomp.data.split import make_loaders
-from recbole_hetcomp.ensemble import EnsembleRanker
+from recbole_hetcomp.model.ensemble_ranker import EnsembleRanker
 from recbole_hetcomp.errors import HetCompError
-from recbole_hetcomp.model import HetCompStudent
 from recbole_hetcomp.report import seed_statistics, write_report
-from recbole_hetcomp.serving import inference_ms_per_1000_users, parameter_count
-from recbole_hetcomp.teachers import teacher_config, teacher_trajectory, train_model
-from recbole_hetcomp.trainer import HetCompTrainer
+from recbole_hetcomp.teachers import teacher_config, teacher_trajectory
 from recbole_hetcomp.trainer.knowledge_set import KnowledgeSet
+from recbole_hetcomp.training import train_model
 
 
 class Stages:
@@ -82,25 +80,11 @@ def train_student(config, split, trajectories, history, seed, logger):
     """Distil the knowledge into a fresh student with ``seed``; returns (result, histories)."""
     config = copy.deepcopy(config)
     config["seed"] = seed
-    init_seed(seed, config["reproducibility"])
-    train_data, valid_data, test_data = make_loaders(config, split)
-    init_seed(seed, config["reproducibility"])
-    model = HetCompStudent(config, split.train).to(config["device"])
     knowledge = KnowledgeSet(trajectories, history, split.n_items, config["hetcomp_k"],
                              config["hetcomp_l"], config["temperature"],
                              config["knowledge_batch_size"], config["device"])
-    trainer = HetCompTrainer(config, model)
-    trainer.set_knowledge(knowledge)
-    start = time.perf_counter()
-    trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
-    seconds = time.perf_counter() - start
-    test = trainer.evaluate(test_data, load_best_model=True,
-                            show_progress=config["show_progress"])
-    result = {"seed": seed, "test_result": {k: float(v) for k, v in test.items()},
-              "best_epoch": trainer.best_epoch, "train_seconds": seconds,
-              "n_params": parameter_count(model),
-              "inference_ms_per_1000_users": inference_ms_per_1000_users(
-                  model, split.dataset.uid_field, split.n_users)}
+    _, trainer, result = train_model(config, split, logger, knowledge=knowledge)
+    result["seed"] = seed
     run = {"seed": seed, "kc_history": trainer.kc_history,
            "valid_history": trainer.valid_history}
     return result, run
@@ -134,7 +118,7 @@ def train_baseline(config, split, seed, logger):
     best, search = None, []
     for rate in rates:
         bconfig = baseline_config(config, seed, rate)
-        result = train_model(bconfig, split, logger, recorder_wanted=False)[2]
+        result = train_model(bconfig, split, logger)[2]
         search.append({"learning_rate": rate, "best_valid_score": result["best_valid_score"],
                        "train_seconds": result["train_seconds"]})
         if len(rates) > 1:

@@ -12,7 +12,8 @@ from recbole.utils import init_logger, set_color
 
 from recbole_hetcomp.config import Config
 from recbole_hetcomp.data.split import build_split
-from recbole_hetcomp.teachers import teacher_trajectory, train_model
+from recbole_hetcomp.teachers import teacher_trajectory
+from recbole_hetcomp.training import train_model
 
 STUDENT = "HetCompStudent"
 
@@ -51,7 +52,7 @@ def run_hetcomp(model=None, dataset=None, config_file_list=None, config_dict=Non
             "n_params", "inference_ms_per_1000_users", "snapshot_epochs")}
         result["trajectory"] = trajectory
     else:
-        _, _, result = train_model(config, split, logger, recorder_wanted=False)
+        _, _, result = train_model(config, split, logger)
     result.update(model=config["model"], dataset=config["dataset"])
     logger.info(set_color("test result", "yellow") + f": {format_metrics(result['test_result'])}")
     return result

@@ -3,6 +3,7 @@
 import importlib
 
 from recbole.utils import get_model as recbole_get_model
+from recbole.utils import get_trainer as recbole_get_trainer
 from recbole.utils import ModelType
 
 from recbole_hetcomp.errors import HetCompError
@@ -30,3 +31,16 @@ def get_model(name):
         raise HetCompError(f"model '{name}' is a {model_class.type.name.lower()} model; "
                            "recbole-hetcomp runs general (user-item) recommenders")
     return model_class
+
+
+#: Models of this package that train with a trainer of their own (class in ``trainer/``).
+TRAINERS = {"HetCompStudent": "HetCompTrainer"}
+
+
+def get_trainer(model_type, model_name):
+    """Return the trainer class for ``model_name``: this package's first, then RecBole's
+    (``<Model>Trainer`` where RecBole has one, else its plain ``Trainer``)."""
+    if model_name in TRAINERS:
+        module = importlib.import_module("recbole_hetcomp.trainer")
+        return getattr(module, TRAINERS[model_name])
+    return recbole_get_trainer(model_type, model_name)

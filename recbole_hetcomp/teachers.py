@@ -5,17 +5,15 @@ import time
 
 import torch
 import yaml
-from recbole.utils import init_seed, set_color
+from recbole.utils import set_color
 
 import recbole
 import recbole_hetcomp
 from recbole_hetcomp.config import TRAINING_KEYS, Config, inherited_keys, properties_file
-from recbole_hetcomp.data.split import make_loaders
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.registry import get_model
-from recbole_hetcomp.serving import inference_ms_per_1000_users, parameter_count
-from recbole_hetcomp.trainer import make_trainer
-from recbole_hetcomp.trajectory import StoreError, Trajectory, TrajectoryRecorder, TrajectoryStore
+from recbole_hetcomp.training import train_model
+from recbole_hetcomp.trajectory import StoreError, Trajectory, TrajectoryStore
 from recbole_hetcomp.trajectory.store import settings_hash
 
 def model_keys(model_name):
@@ -83,43 +81,6 @@ def load_teacher(config, split, logger):
     return trajectory
 
 
-def train_model(config, split, logger, recorder_wanted=True):
-    """Train ``config['model']`` on ``split``; returns (model, trainer, result dict)."""
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, test_data = make_loaders(config, split)
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, split.train).to(config["device"])
-    logger.info(model)
-    recorder = None
-    if recorder_wanted:
-        recorder = TrajectoryRecorder(model, split.train, config["trajectory_topk"],
-                                      config["trajectory_batch_size"])
-    trainer = make_trainer(config, model, recorder)
-    start = time.perf_counter()
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=True, show_progress=config["show_progress"])
-    if recorder is not None and not recorder.epochs:  # no validation ran: record the end state
-        trainer._save_checkpoint(config["epochs"] - 1, verbose=False)
-        recorder.record(config["epochs"] - 1, 0.0, recorder.rank_all())
-    train_seconds = time.perf_counter() - start
-    test_result = trainer.evaluate(test_data, load_best_model=True,
-                                   show_progress=config["show_progress"])
-    result = {
-        "model": config["model"],
-        "best_valid_score": float(best_valid_score),
-        "best_valid_result": _plain(best_valid_result),
-        "test_result": _plain(test_result),
-        "best_epoch": trainer.best_epoch,
-        "valid_history": trainer.valid_history,
-        "train_seconds": train_seconds,
-        "record_seconds": trainer.record_seconds,
-        "n_params": parameter_count(model),
-        "inference_ms_per_1000_users": inference_ms_per_1000_users(
-            model, split.dataset.uid_field, split.n_users),
-    }
-    return model, trainer, result
-
-
 def record_teacher(config, split, logger):
     """Train a teacher with recording and write its trajectory to the store."""
     fractions = list(config["trajectory_fractions"])
@@ -127,7 +88,7 @@ def record_teacher(config, split, logger):
         raise HetCompError(f"trajectory_fractions {fractions} must be "
                            f"{config['trajectory_snapshots'] - 1} ascending numbers "
                            "(trajectory_snapshots - 1)")
-    model, trainer, result = train_model(config, split, logger)
+    model, trainer, result = train_model(config, split, logger, record=True)
     recorder = trainer.recorder
     start = time.perf_counter()
     trainer.restore_best()
@@ -172,7 +133,3 @@ def record_teacher(config, split, logger):
 def teacher_trajectory(config, split, logger):
     """Stored trajectory if valid, else train and record it."""
     return load_teacher(config, split, logger) or record_teacher(config, split, logger)
-
-
-def _plain(result):
-    return {k: float(v) for k, v in (result or {}).items()}

@@ -170,3 +170,25 @@ def test_masked_logsumexp_empty_rows():
     assert out[1].item() == float("-inf")
     torch.where(torch.isfinite(out), out, torch.zeros_like(out)).sum().backward()
     assert torch.isfinite(x.grad).all() and x.grad[0, 1] == 0 and not x.grad[1].any()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_plackett_luce_gradcheck_with_masks(seed):
+    from recbole_hetcomp.knowledge import plackett_luce
+
+    gen = torch.Generator().manual_seed(30 + seed)
+    s = torch.randn(5, 7, generator=gen, dtype=torch.float64, requires_grad=True)
+    mask = torch.rand(5, 7, generator=gen) < 0.7
+    mask[0] = False                      # an empty list
+    mask[1, 3:] = False                  # a short list
+    log_z = torch.randn(5, generator=gen, dtype=torch.float64).requires_grad_(True)
+    with torch.no_grad():
+        log_z[2] = float("-inf")         # an empty remainder
+    assert torch.autograd.gradcheck(lambda a, z: plackett_luce(a, mask, z), (s, log_z))
+    # and against the definition, position by position
+    loss = plackett_luce(s, mask, log_z)
+    for b in range(5):
+        ranked = [s[b, k] for k in range(7) if mask[b, k]]
+        ref = sum(torch.logaddexp(torch.logsumexp(torch.stack(ranked[k:]), 0), log_z[b])
+                  - ranked[k] for k in range(len(ranked))) if ranked else 0.0
+        assert float(loss[b]) == pytest.approx(float(ref), abs=1e-12)

@@ -33,64 +33,82 @@ class _MaskedLogSumExp(torch.autograd.Function):
         return _lse_grad(ctx, grad), None
 
 
-class _LogSumExpExcept(torch.autograd.Function):
-    """log-sum-exp of each row of ``x`` (B, N) leaving out column 0 and those in ``index``.
+class _RemainderAndListed(torch.autograd.Function):
+    """Per row: the log-sum-exp of the items left in, and the scores of the listed items.
 
-    The index form of ``_MaskedLogSumExp`` for the hot path: a user excludes a few hundred items
-    out of tens of thousands, so scattering -inf into a copy beats building dense masks.
+    Both losses need exactly these two things from the (B, I) scores. Taking them in one node
+    makes this node the scores' only consumer, so their gradient is built in one (B, I) buffer:
+    the forward's ``exp(x - peak)`` buffer, scaled in place, with the listed items' gradients
+    scatter-added into it. Left to autograd, three dense gradients (two of them zero-filled
+    scatters of a gather's backward) would be allocated and summed for every chunk of users.
+    Single use: the backward consumes the saved buffer.
     """
 
     @staticmethod
-    def forward(ctx, x, index):
-        weight = x.detach().clone()
-        weight.scatter_(1, index, _NEG_INF)
-        weight[:, 0] = _NEG_INF  # the padding item is never a candidate
-        return _lse_of_masked(ctx, weight)
+    def forward(ctx, scores, left_out, listed):
+        weight = scores.detach().clone()
+        if left_out.dtype == torch.bool:                  # (B, I) mask
+            weight.masked_fill_(left_out, _NEG_INF)
+        else:                                             # (B, E) index, 0-padded
+            weight.scatter_(1, left_out, _NEG_INF)
+            weight[:, 0] = _NEG_INF  # the padding item is never a candidate
+        lse, total = _lse_in_place(weight)
+        ctx.save_for_backward(weight, total, listed)
+        return lse, scores.detach().gather(1, listed)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad):
-        return _lse_grad(ctx, grad), None
+    def backward(ctx, grad_lse, grad_listed):
+        weight, total, listed = ctx.saved_tensors
+        grad = weight.mul_(_lse_scale(grad_lse, total))
+        grad.scatter_add_(1, listed, grad_listed)
+        return grad, None, None
 
 
-def _lse_of_masked(ctx, weight):
-    """Forward of both log-sum-exps on ``weight`` (-inf where left out; overwritten)."""
+def _lse_in_place(weight):
+    """log-sum-exp of each row of ``weight`` (-inf where left out), which becomes
+    ``exp(weight - peak)``; returns (lse (...), total (..., 1))."""
     peak = weight.amax(dim=-1, keepdim=True)
     # Empty rows peak at -inf: shift by 0 instead, their sum is 0 and the log gives -inf.
     peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-    weight = weight.sub_(peak).exp_()                   # left-out entries: exp(-inf) = 0
+    weight.sub_(peak).exp_()                            # left-out entries: exp(-inf) = 0
     total = weight.sum(dim=-1, keepdim=True)            # >= 1 unless the row is empty
+    return (peak + total.log()).squeeze(-1), total
+
+
+def _lse_scale(grad, total):
+    # An empty row has total 0 and all weights 0: divide by 1 to keep its gradient at 0.
+    return grad.unsqueeze(-1) / torch.where(total > 0, total, torch.ones_like(total))
+
+
+def _lse_of_masked(ctx, weight):
+    """Forward of ``_MaskedLogSumExp`` on ``weight`` (-inf where left out; overwritten)."""
+    lse, total = _lse_in_place(weight)
     ctx.save_for_backward(weight, total)
-    return (peak + total.log()).squeeze(-1)
+    return lse
 
 
 def _lse_grad(ctx, grad):
     weight, total = ctx.saved_tensors
-    # An empty row has total 0 and all weights 0: divide by 1 to keep its gradient at 0.
-    scale = grad.unsqueeze(-1) / torch.where(total > 0, total, torch.ones_like(total))
-    return weight * scale
+    return weight * _lse_scale(grad, total)
 
 
-def _logsumexp_remaining(scores, exclude, items, mask):
-    """log-sum-exp over the items neither excluded nor among the valid ``items``.
+def _remainder_and_listed(scores, exclude, items, mask, listed, listed_mask):
+    """(log-sum-exp over the items neither excluded nor among the valid ``items``, the scores of
+    the valid ``listed`` items (masked entries read item 0)).
 
     ``exclude`` is a (B, I) bool mask or a (B, E) long index of excluded items (0-padded: item 0
     is always excluded).
     """
-    if exclude.dtype == torch.bool:
-        return masked_logsumexp(scores, remaining_items(exclude, items, mask))
-    listed = torch.where(mask, items, torch.zeros_like(items))
-    index = torch.cat([exclude.long(), listed], dim=1)
+    listed = torch.where(listed_mask, listed, torch.zeros_like(listed))
     if scores.shape[1] == 0:
-        return scores.new_full(scores.shape[:1], _NEG_INF)
-    return _LogSumExpExcept.apply(scores, index)
-
-
-def _is_excluded(exclude, items):
-    """(B, K) bool: which ``items`` are excluded (mask or index form of ``exclude``)."""
+        return scores.new_full(scores.shape[:1], _NEG_INF), scores.new_zeros(listed.shape)
     if exclude.dtype == torch.bool:
-        return exclude.gather(1, items)
-    return (items.unsqueeze(2) == exclude.unsqueeze(1)).any(dim=2) | (items == 0)
+        left_out = ~remaining_items(exclude, items, mask)
+    else:
+        left_out = torch.cat([exclude.long(), torch.where(mask, items, torch.zeros_like(items))],
+                             dim=1)
+    return _RemainderAndListed.apply(scores, left_out, listed)
 
 
 def masked_logsumexp(x, mask, dim=-1):
@@ -146,11 +164,6 @@ def remaining_items(exclude, items, mask):
     return rest
 
 
-def _gather_scores(scores, items, mask):
-    # (B, K) scores of the listed items; masked entries read item 0 (always a valid index)
-    return scores.gather(1, torch.where(mask, items, torch.zeros_like(items)))
-
-
 def overall_loss(scores, exclude, targets, target_mask, observed, observed_mask):
     """Set-level loss: every item of P_u and of T_u must beat the remaining unobserved items.
 
@@ -176,14 +189,46 @@ def overall_loss(scores, exclude, targets, target_mask, observed, observed_mask)
     torch.Tensor
         (B,) per-user losses.
     """
-    log_rest = _logsumexp_remaining(scores, exclude, targets, target_mask)
-    log_rest = log_rest.unsqueeze(1)                                # (B, 1)
     items = torch.cat([observed, targets], dim=1)                   # (B, L + K)
     valid = torch.cat([observed_mask, target_mask], dim=1)
-    s = _gather_scores(scores, items, valid)
+    log_rest, s = _remainder_and_listed(scores, exclude, targets, target_mask, items, valid)
+    log_rest = log_rest.unsqueeze(1)                                # (B, 1)
     # -log(e^s / (e^s + e^r)) = softplus(r - s): finite for any s, r, and 0 when R is empty
     term = F.softplus(log_rest - s)
     return torch.where(valid, term, torch.zeros_like(term)).sum(dim=1)
+
+
+class _PlackettLuce(torch.autograd.Function):
+    """Plackett-Luce NLL of (B, K) ordered lists in O(B K), see ``plackett_luce``.
+
+    Forward: the tail sums ``log(sum_{l >= k} exp(s_l))`` are one reversed ``logcumsumexp``
+    (stable), then ``logaddexp`` with log Z. Backward, written out because logcumsumexp's own
+    gradient is NaN next to the -inf entries of masked positions:
+    ``d/ds_l = sum_{valid k <= l} exp(s_l - denom_k) - 1`` for a valid l, computed as
+    ``exp(s_l + logcumsumexp_k(-denom_k))`` (every term is at most 1: no overflow), and
+    ``d/dlog Z = sum_{valid k} exp(log Z - denom_k)``.
+    """
+
+    @staticmethod
+    def forward(ctx, s, mask, log_z):
+        x = s.detach().masked_fill(~mask, _NEG_INF)
+        tail = torch.logcumsumexp(x.flip(1), dim=1).flip(1)               # (B, K)
+        denom = torch.logaddexp(tail, log_z.detach().unsqueeze(1))
+        # Valid positions include their own score, so denom is finite there.
+        denom = torch.where(mask, denom, torch.zeros_like(denom))
+        ctx.save_for_backward(x, mask, log_z, denom)
+        return torch.where(mask, denom - x, torch.zeros_like(denom)).sum(dim=1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, mask, log_z, denom = ctx.saved_tensors
+        reach = torch.logcumsumexp(torch.where(mask, -denom, torch.full_like(denom, _NEG_INF)),
+                                   dim=1)                                  # (B, K)
+        share = torch.where(mask, torch.exp(x + reach) - 1, torch.zeros_like(x))
+        to_z = torch.where(mask, torch.exp(log_z.unsqueeze(1) - denom), torch.zeros_like(x))
+        g = grad.unsqueeze(1)
+        return share * g, None, to_z.sum(dim=1) * grad
 
 
 def plackett_luce(s, mask, log_z):
@@ -204,20 +249,11 @@ def plackett_luce(s, mask, log_z):
     Returns
     -------
     torch.Tensor
-        (B,) per-row losses.
+        (B,) per-row losses (first-order differentiable in ``s`` and ``log_z``).
     """
-    b, k = s.shape
-    # Tail sums as a masked log-sum-exp over a (B, K, K + 1) triangle: K is at most ~100, and
-    # this avoids logcumsumexp, whose gradient is NaN next to -inf entries.
-    later = torch.ones(k, k, dtype=torch.bool, device=s.device).triu()   # [k, l]: l >= k
-    tail_mask = later.unsqueeze(0) & mask.unsqueeze(1) & mask.unsqueeze(2)  # (B, K, K)
-    z_mask = (mask & torch.isfinite(log_z).unsqueeze(1)).unsqueeze(2)       # (B, K, 1)
-    vals = torch.cat([s.unsqueeze(1).expand(b, k, k), log_z.view(b, 1, 1).expand(b, k, 1)], dim=2)
-    denom = masked_logsumexp(vals, torch.cat([tail_mask, z_mask], dim=2))  # (B, K)
-    # Valid positions always include their own score, so denom is finite there.
-    denom = torch.where(mask, denom, torch.zeros_like(denom))
-    term = denom - s
-    return torch.where(mask, term, torch.zeros_like(term)).sum(dim=1)
+    if s.shape[1] == 0:
+        return s.new_zeros(s.shape[:1]) + 0 * log_z
+    return _PlackettLuce.apply(s, mask, log_z)
 
 
 def rank_loss(scores, exclude, targets, target_mask, observed, observed_mask, top=(50, 10)):
@@ -231,9 +267,10 @@ def rank_loss(scores, exclude, targets, target_mask, observed, observed_mask, to
     scores : torch.Tensor
         (B, I) float student scores for every item.
     exclude : torch.Tensor
-        (B, I) bool: training items and item 0.
+        (B, I) bool: training items and item 0; or the same as a (B, E) long index, 0-padded.
     targets, target_mask : torch.Tensor
-        (B, K) long, (B, K) bool: T_u and its validity.
+        (B, K) long, (B, K) bool: T_u and its validity; valid entries are distinct unobserved
+        (not excluded) items, as ``ensemble_targets`` builds them.
     observed, observed_mask : torch.Tensor
         (B, L) long, (B, L) bool: P_u and its validity.
     top : tuple of int
@@ -245,18 +282,19 @@ def rank_loss(scores, exclude, targets, target_mask, observed, observed_mask, to
         (B,) per-user losses.
     """
     a, b = top
-    t_scores = _gather_scores(scores, targets, target_mask)          # (B, K)
-    # One pass over all items for the longer head; the shorter head's remainder adds back the
-    # items between the two heads (distinct unobserved items, as ensemble targets are).
+    k = targets.shape[1]
     long_n, short_n = max(a, b), min(a, b)
-    log_z_long = _logsumexp_remaining(scores, exclude, targets[:, :long_n],
-                                      target_mask[:, :long_n])
-    between = target_mask[:, short_n:long_n] & ~_is_excluded(
-        exclude, torch.where(target_mask, targets, torch.zeros_like(targets))[:, short_n:long_n])
-    log_z_short = _logaddexp(log_z_long, masked_logsumexp(t_scores[:, short_n:long_n], between))
+    # One pass over all items for the longer head's remainder, which also reads the listed
+    # scores; the shorter head's remainder adds back the items between the two heads (valid
+    # targets are distinct unobserved items, so none of them is excluded).
+    log_z_long, listed = _remainder_and_listed(
+        scores, exclude, targets[:, :long_n], target_mask[:, :long_n],
+        torch.cat([targets, observed], dim=1), torch.cat([target_mask, observed_mask], dim=1))
+    t_scores, p_scores = listed[:, :k], listed[:, k:]                  # (B, K), (B, L)
+    log_z_short = _logaddexp(log_z_long, masked_logsumexp(t_scores[:, short_n:long_n],
+                                                          target_mask[:, short_n:long_n]))
     log_z = {long_n: log_z_long, short_n: log_z_short}
-    loss_p = plackett_luce(_gather_scores(scores, observed, observed_mask), observed_mask,
-                           log_z[a])
+    loss_p = plackett_luce(p_scores, observed_mask, log_z[a])
     loss_a = plackett_luce(t_scores[:, :a], target_mask[:, :a], log_z[a])
     loss_b = plackett_luce(t_scores[:, :b], target_mask[:, :b], log_z[b])
     return loss_p + (loss_a + loss_b) / 2

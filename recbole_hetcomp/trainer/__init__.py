@@ -1,6 +1,7 @@
-"""Trainers: teacher training with trajectory recording, and the HetComp distillation trainer."""
+"""Trainers: best-state keeping, trajectory recording (teachers) and the HetComp trainer."""
 
-from recbole_hetcomp.trainer.teacher import BestStateMixin, TrajectoryMixin, make_trainer
+from recbole_hetcomp.trainer.best_state import BestStateMixin
 from recbole_hetcomp.trainer.hetcomp import HetCompTrainer
+from recbole_hetcomp.trainer.recording import TrajectoryMixin, make_trainer
 
 __all__ = ["BestStateMixin", "HetCompTrainer", "TrajectoryMixin", "make_trainer"]

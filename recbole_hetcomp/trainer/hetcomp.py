@@ -14,7 +14,7 @@ from recbole.utils import set_color
 from tqdm import tqdm
 
 from recbole_hetcomp.knowledge import masked_topk, overall_loss, rank_loss, should_switch
-from recbole_hetcomp.trainer.teacher import BestStateMixin
+from recbole_hetcomp.trainer.best_state import BestStateMixin
 
 
 class HetCompTrainer(BestStateMixin, Trainer):

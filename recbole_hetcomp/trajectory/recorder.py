@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from recbole.data.interaction import Interaction
 
+from recbole_hetcomp.knowledge import exclusion_mask, masked_topk
+
 
 def list_dtype(n_items):
     """Smallest integer dtype that holds every item id."""
@@ -82,13 +84,11 @@ class TrajectoryRecorder:
     def device(self):
         return next(self.model.parameters()).device
 
-    def training_mask(self, users):
-        """(B, I) bool: True for each user's training items and for padding item 0."""
-        users = users.to(self.history.device)
-        mask = torch.zeros(len(users), self.n_items, dtype=torch.bool, device=self.history.device)
-        mask.scatter_(1, self.history[users], True)
-        mask[:, 0] = True
-        return mask.to(self.device)
+    def training_mask(self, users, device=None):
+        """(B, I) bool on ``device`` (default: the model's): True for each user's training
+        items and for padding item 0."""
+        history = self.history[users.to(self.history.device)]
+        return exclusion_mask(history.to(device or self.device), self.n_items)
 
     def scores_for(self, users):
         """(B, I) scores of ``users`` for every item (model in eval mode, no grad)."""
@@ -98,13 +98,12 @@ class TrajectoryRecorder:
 
     def top_lists(self, scores, excluded):
         """(B, M) top-M item ids of ``scores`` outside ``excluded``; 0 where fewer exist."""
-        scores = scores.masked_fill(excluded, -torch.inf)
-        values, items = torch.topk(scores, self.top_m, dim=1)
-        return items.masked_fill(values == -torch.inf, 0)
+        return masked_topk(scores, excluded, self.top_m)
 
     def observed_lists(self, users, scores):
         """(B, M) top-M training items of ``users`` under raw ``scores`` (B, I)."""
-        excluded = ~self.training_mask(users)
+        # Masks live on the scores' device: some models (EASE, ADMMSLIM) score on the CPU.
+        excluded = ~self.training_mask(users, scores.device)
         excluded[:, 0] = True
         return self.top_lists(scores, excluded)
 
@@ -121,7 +120,8 @@ class TrajectoryRecorder:
             batch = users[start:start + self.batch_size]
             scores = self.scores_for(batch)
             rows = slice(start, start + len(batch))
-            unobserved[rows] = self.to_numpy(self.top_lists(scores, self.training_mask(batch)))
+            unobserved[rows] = self.to_numpy(self.top_lists(
+                scores, self.training_mask(batch, scores.device)))
             observed[rows] = self.to_numpy(self.observed_lists(batch, scores))
         self.model.train(was_training)
         return unobserved, observed

@@ -1,8 +1,4 @@
-"""Trainer mixins that work on top of any RecBole trainer (plain, RecVAE, NCL...).
-
-``BestStateMixin`` keeps the best weights in memory. RecBole reloads its best checkpoint with
-``torch.load``, which on torch >= 2.6 refuses the pickled Config inside; copying the state in
-memory avoids loading pickles at all and is faster.
+"""Trajectory recording as a trainer mixin that works on top of any RecBole trainer.
 
 ``TrajectoryMixin`` records the teacher's top-M ranking of every user's non-training items at
 each evaluation. During a full-sort validation RecBole already computes every validation user's
@@ -10,55 +6,13 @@ scores with training items masked, so the ranking is read off those scores (one 
 batch); only users absent from the validation set are scored again.
 """
 
-import copy
-import importlib
 import time
 
 import numpy as np
 import torch
-from recbole.utils import get_trainer as recbole_get_trainer
 
-from recbole_hetcomp.errors import HetCompError
-
-
-class BestStateMixin:
-    """Keep the best validation state in memory (``evaluate`` restores it) and the
-    validation history (``valid_history``: epoch and score of each evaluation)."""
-
-    best_epoch = None
-    _best_state = None
-    _epoch = -1
-
-    def _train_epoch(self, train_data, epoch_idx, *args, **kwargs):
-        self._epoch = epoch_idx
-        return super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
-
-    def _valid_epoch(self, valid_data, show_progress=False):
-        score, result = super()._valid_epoch(valid_data, show_progress=show_progress)
-        if not hasattr(self, "valid_history"):
-            self.valid_history = []
-        self.valid_history.append({"epoch": self._epoch, "score": float(score)})
-        return score, result
-
-    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        self.best_epoch = epoch
-        self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self._best_other = copy.deepcopy(self.model.other_parameter())
-        if self.config["save_checkpoint"]:
-            super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
-
-    def restore_best(self):
-        if self._best_state is not None:
-            self.model.load_state_dict(self._best_state)
-            self.model.load_other_parameter(self._best_other)
-
-    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
-        if model_file is not None:
-            raise HetCompError("evaluating a checkpoint file is not supported: the best state "
-                               "of this run is kept in memory")
-        if load_best_model:
-            self.restore_best()
-        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+from recbole_hetcomp.registry import get_trainer
+from recbole_hetcomp.trainer.best_state import BestStateMixin
 
 
 class TrajectoryMixin(BestStateMixin):
@@ -129,18 +83,15 @@ class TrajectoryMixin(BestStateMixin):
         self.best_observed = getattr(self, "_last_observed", None)
 
 
-def base_trainer_class(config):
-    """This package's ``<Model>Trainer`` if there is one, else RecBole's choice."""
-    module = importlib.import_module("recbole_hetcomp.trainer")
-    own = getattr(module, f"{config['model']}Trainer", None)
-    return own or recbole_get_trainer(config["MODEL_TYPE"], config["model"])
-
-
 def make_trainer(config, model, recorder=None):
-    """Instantiate the right trainer for ``config['model']`` with the mixins on top."""
-    base = base_trainer_class(config)
-    if not issubclass(base, TrajectoryMixin):
-        base = type(f"Recording{base.__name__}", (TrajectoryMixin, base), {})
+    """The trainer of ``config['model']`` (see ``registry.get_trainer``), keeping its best
+    state in memory, and recording into ``recorder`` when one is given."""
+    base = get_trainer(config["MODEL_TYPE"], config["model"])
+    mixin = TrajectoryMixin if recorder is not None else BestStateMixin
+    if not issubclass(base, mixin):
+        prefix = "Recording" if recorder is not None else "BestState"
+        base = type(f"{prefix}{base.__name__}", (mixin, base), {})
     trainer = base(config, model)
-    trainer.recorder = recorder
+    if recorder is not None:
+        trainer.recorder = recorder
     return trainer
