@@ -141,3 +141,59 @@ def test_bad_baseline_learning_rates_is_a_clear_error(tiny):
     with pytest.raises(HetCompError, match="baseline_learning_rates"):
         run_hetcomp("HetCompStudent", "tiny", config_dict=pipeline_config(
             base, baseline_learning_rates=["fast"]))
+
+
+def _student_trainer(base, **extra):
+    import numpy as np
+
+    from recbole_hetcomp.config import Config
+    from recbole_hetcomp.data.split import build_split, make_loaders
+    from recbole_hetcomp.model import HetCompStudent
+    from recbole_hetcomp.registry import get_trainer
+    from recbole_hetcomp.trainer.knowledge_set import KnowledgeSet
+    from recbole_hetcomp.trajectory import Trajectory
+
+    config = Config("HetCompStudent", "tiny", config_dict=dict(
+        base, hetcomp_k=5, hetcomp_l=3, discrepancy_n=7, embedding_size=4, **extra))
+    split = build_split(config)
+    train, _, _ = make_loaders(config, split)
+    history = split.train.history_item_matrix()[0]
+    rng = np.random.default_rng(0)
+    rankings = np.zeros((2, split.n_users, 10), dtype=np.uint16)
+    for u in range(1, split.n_users):
+        free = sorted(set(range(1, split.n_items)) - set(history[u].tolist()))
+        rankings[:, u] = rng.choice(free, size=10, replace=False)
+    trainer_class = get_trainer(config["MODEL_TYPE"], "HetCompStudent")
+    trainer = trainer_class(config, HetCompStudent(config, split.train))
+    trainer.set_knowledge(KnowledgeSet([Trajectory(rankings, rankings[0], {"teacher": "T"})],
+                                       history, split.n_items, 5, 3))
+    return trainer, train
+
+
+def test_student_trainer_honours_clip_grad_norm(tiny):
+    import torch
+
+    _, base = tiny
+    for max_norm in (1e-3, None):
+        extra = {"clip_grad_norm": {"max_norm": max_norm}} if max_norm else {}
+        trainer, train = _student_trainer(base, **extra)
+        assert type(trainer).__name__ == "HetCompTrainer"  # found by name in the registry
+        # SGD with lr 1 moves the weights by exactly the gradient: clipping bounds the step.
+        trainer.optimizer = torch.optim.SGD(trainer.model.parameters(), lr=1.0)
+        before = [p.detach().clone() for p in trainer.model.parameters()]
+        trainer._train_epoch([next(iter(train))], 1)
+        step = torch.cat([(p - q).flatten() for p, q in zip(trainer.model.parameters(), before)])
+        if max_norm:
+            assert step.norm() <= max_norm * (1 + 1e-4)
+        else:
+            assert step.norm() > 1e-2  # unclipped, the same step is far larger
+
+
+@pytest.mark.parametrize("key", ["enable_amp", "enable_scaler"])
+def test_student_trainer_refuses_keys_it_cannot_honour(tiny, key):
+    _, base = tiny
+    with pytest.raises(HetCompError, match=key):
+        _student_trainer(base, **{key: True})
+    trainer, train = _student_trainer(base)
+    with pytest.raises(HetCompError, match="loss_func"):
+        trainer._train_epoch(train, 1, loss_func=lambda interaction: 0)

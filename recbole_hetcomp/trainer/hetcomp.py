@@ -10,9 +10,11 @@ from time import perf_counter
 
 import torch
 from recbole.trainer import Trainer
+from torch.nn.utils import clip_grad_norm_
 from recbole.utils import set_color
 from tqdm import tqdm
 
+from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.knowledge import masked_topk, overall_loss, rank_loss, should_switch
 from recbole_hetcomp.trainer.best_state import BestStateMixin
 
@@ -22,6 +24,10 @@ class HetCompTrainer(BestStateMixin, Trainer):
 
     def __init__(self, config, model):
         super().__init__(config, model)
+        for key in ("enable_amp", "enable_scaler"):
+            if config[key]:
+                # The losses' fused log-sum-exps and fixed-point knowledge assume float32 scores.
+                raise HetCompError(f"{key} is not supported by HetCompTrainer: set {key}: False")
         self.period = config["kc_period"]
         self.alpha, self.decay = config["alpha"], config["decay"]
         self.discrepancy_n = config["discrepancy_n"]
@@ -98,6 +104,9 @@ class HetCompTrainer(BestStateMixin, Trainer):
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         if self.knowledge is None:
             raise RuntimeError("HetCompTrainer needs set_knowledge() before training")
+        if loss_func is not None:
+            raise HetCompError("HetCompTrainer trains with the distillation losses; a "
+                               "loss_func cannot replace them")
         self._epoch = epoch_idx  # (this loop replaces Trainer._train_epoch: no super() call)
         if self._knowledge_due(epoch_idx):
             self._construct(epoch_idx)
@@ -116,6 +125,8 @@ class HetCompTrainer(BestStateMixin, Trainer):
                 loss = self.cf_weight * self.model.calculate_loss(interaction)
                 loss.backward()
                 total += loss.item()
+            if self.clip_grad_norm:  # RecBole's key, applied as its Trainer does
+                clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
             self.optimizer.step()
         return total
 
