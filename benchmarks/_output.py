@@ -1,6 +1,11 @@
 """Shared ending of the benchmark scripts: a load-average line, print, optional file."""
 
 import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from recbole_hetcomp.atomic import write_text_atomically  # noqa: E402
 
 
 def emit(lines, out=None):
@@ -9,5 +14,4 @@ def emit(lines, out=None):
     text = "\n".join(list(lines) + [f"load average at the end: {load}"]) + "\n"
     print(text)
     if out:
-        with open(out, "w") as f:
-            f.write(text)
+        write_text_atomically(out, text)

@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from recbole_hetcomp.atomic import write_text_atomically  # noqa: E402
 from recbole_hetcomp.knowledge import (  # noqa: E402  (after the path tweak above)
     KnowledgeState,
     ensemble_targets,
@@ -273,11 +274,7 @@ def main(argv=None):
     report = "\n".join(lines)
     print(report)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(report + "\n")
-        os.replace(tmp, args.out)
+        write_text_atomically(args.out, report + "\n")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import platform
 import numpy as np
 import torch
 
+from recbole_hetcomp.atomic import atomic_path, write_text_atomically
+
 COLUMNS = ("recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "ndcg@50")
 
 
@@ -112,17 +114,10 @@ def write_files(report, stem, note=""):
     markdown = "\n".join(text) + "\n"
     report = dict(report, markdown=stem + ".report.md", json=stem + ".report.json",
                   plot=stem + ".png")
-    _atomic_write(report["markdown"], markdown)
-    _atomic_write(report["json"], json.dumps(report, indent=2, default=str))
+    write_text_atomically(report["markdown"], markdown)
+    write_text_atomically(report["json"], json.dumps(report, indent=2, default=str))
     plot_progress(runs, report["valid_metric"], report["plot"])
     return report, markdown
-
-
-def _atomic_write(path, text):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def plot_progress(runs, metric, path):
@@ -159,7 +154,6 @@ def plot_progress(runs, metric, path):
         ax2.legend(loc="lower right")
     ax.legend(loc="upper left")
     fig.tight_layout()
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)

@@ -46,13 +46,11 @@ import argparse
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 
-try:  # the project's one exception type for user mistakes, when the package provides it
-    from recbole_hetcomp.errors import HetCompError as _BaseError
-except ImportError:  # pragma: no cover - the converter also works stand-alone
-    _BaseError = Exception
+from recbole_hetcomp.atomic import write_text_atomically
+
+from recbole_hetcomp.errors import HetCompError as _BaseError
 
 __all__ = [
     "ConversionError",
@@ -186,27 +184,6 @@ def _check_min_user_items(value):
         raise ConversionError(f"min_user_items must be a non-negative integer, got {value!r}")
 
 
-def _write_atomically(path, content):
-    """Write ``content`` to ``path`` through a temporary file in the same folder + os.replace."""
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def convert_citeulike(
     input_path, output_dir, name=DEFAULT_NAME, min_user_items=0, drop_duplicates=False
 ):
@@ -252,7 +229,7 @@ def convert_citeulike(
     path = os.path.join(folder, f"{name}.inter")
     try:
         os.makedirs(folder, exist_ok=True)
-        _write_atomically(path, "\n".join(rows) + "\n")
+        write_text_atomically(path, "\n".join(rows) + "\n")
     except OSError as e:
         target = e.filename or path
         raise ConversionError(f"cannot write {target}: {e.strerror or e}") from None
