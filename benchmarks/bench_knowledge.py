@@ -15,15 +15,17 @@ rebuild, with the knowledge in memory < 200 MB.
 import argparse
 import os
 import platform
-import statistics
 import sys
 import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _common import synthetic_rankings, timed  # noqa: E402
 from recbole_hetcomp.atomic import write_text_atomically  # noqa: E402
+
 from recbole_hetcomp.knowledge import (  # noqa: E402  (after the path tweak above)
     KnowledgeState,
     ensemble_targets,
@@ -41,7 +43,8 @@ SPEEDUP_GOAL = 20
 
 
 def synthetic_knowledge(n_users, n_items, x, c, m, mean_train, device, seed=0):
-    """Synthetic trajectories, observed rankings and training lists.
+    """Synthetic training lists (at least 3 items a user, a geometric tail, ``mean_train`` on
+    average), then trajectories and observed rankings from ``synthetic_rankings``.
 
     Returns
     -------
@@ -51,63 +54,17 @@ def synthetic_knowledge(n_users, n_items, x, c, m, mean_train, device, seed=0):
     """
     gen = torch.Generator().manual_seed(seed)
     max_train = 4 * mean_train
-    pool_size = 3 * m
-    # Long-tailed item popularity (item 0 is padding and never drawn).
     popularity = 1.0 / torch.arange(1, n_items, dtype=torch.float64) ** 0.8
-    # Training items per user: at least 3 (CiteULike keeps users with 5+ items, 60% train),
-    # plus a geometric tail, mean_train on average.
     p = 1.0 / (mean_train - 2)
     tail = torch.floor(torch.log(torch.rand(n_users, generator=gen, dtype=torch.float64))
                        / torch.log(torch.tensor(1.0 - p, dtype=torch.float64)))
     counts = (tail.long() + 3).clamp_max(max_train)
-    rankings = torch.zeros(x, c, n_users, m, dtype=torch.int32)
-    observed = torch.zeros(x, n_users, max_train, dtype=torch.int32)
-    train = torch.zeros(n_users, max_train, dtype=torch.long)
-    for start in range(0, n_users, 1024):
-        end = min(start + 1024, n_users)
-        b = end - start
-        # (B, max_train + pool) distinct items: the first ones may be training items
-        items = torch.multinomial(popularity.expand(b, -1), max_train + pool_size,
-                                  replacement=False, generator=gen) + 1
-        held = torch.arange(max_train).unsqueeze(0) < counts[start:end].unsqueeze(1)
-        train[start:end] = torch.where(held, items[:, :max_train], 0)
-        pool = items[:, max_train:]                                   # (B, pool) unobserved
-        preference = torch.randn(b, pool_size, generator=gen)
-        for s in range(c):
-            noise_scale = 1.5 * (c - s) / c  # later snapshots agree more with each other
-            noisy = preference + noise_scale * torch.randn(x, b, pool_size, generator=gen)
-            top = noisy.topk(m, dim=2).indices                                 # (X, B, M)
-            rankings[:, s, start:end] = pool.expand(x, -1, -1).gather(2, top).int()
-        like = (torch.randn(b, max_train, generator=gen)
-                + 0.5 * torch.randn(x, b, max_train, generator=gen))
-        like = like.masked_fill(~held, float("-inf"))
-        order = like.argsort(dim=2, descending=True)                           # (X, B, max_train)
-        ranked = train[start:end].expand(x, -1, -1).gather(2, order)
-        observed[:, start:end] = ranked.int()
+    items = torch.multinomial(popularity.expand(n_users, -1), max_train, replacement=False,
+                              generator=gen) + 1
+    held = torch.arange(max_train).unsqueeze(0) < counts.unsqueeze(1)
+    train = torch.where(held, items, 0)
+    rankings, observed = synthetic_rankings(train, n_items, x, c, m, gen)
     return rankings.to(device), observed.to(device), train.to(device)
-
-
-def timed(fn, repeats, setup=None):
-    """Median wall and CPU seconds of ``fn`` over ``repeats`` runs, and its last result.
-
-    ``setup`` runs untimed before each run and its result is passed to ``fn``. CPU time (this
-    process's) is reported beside wall time because the machine may be shared: with one torch
-    thread it equals wall time on an idle machine, and it does not count time spent waiting for a
-    core that another process holds.
-    """
-    walls, cpus = [], []
-    result = None
-    for _ in range(repeats):
-        arg = setup() if setup else None
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        w0, c0 = time.perf_counter(), time.process_time()
-        result = fn(arg) if setup else fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        walls.append(time.perf_counter() - w0)
-        cpus.append(time.process_time() - c0)
-    return (statistics.median(walls), statistics.median(cpus)), result
 
 
 def nbytes(*tensors):

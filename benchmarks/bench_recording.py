@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _output import emit  # noqa: E402
+from _common import emit  # noqa: E402
 
 from recbole_hetcomp.config import Config  # noqa: E402
 from recbole_hetcomp.data.split import build_split  # noqa: E402

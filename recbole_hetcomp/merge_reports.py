@@ -12,10 +12,8 @@ import argparse
 import json
 import sys
 
-import numpy as np
-
 from recbole_hetcomp.errors import HetCompError
-from recbole_hetcomp.report import seed_statistics, summary, write_files
+from recbole_hetcomp.report import report_columns, seeded_row, summary, write_files
 
 SEEDED = ("baseline", "student")
 
@@ -47,8 +45,10 @@ def merge_reports(reports):
         rows.append(_merge_rows(parts))
     merged = {k: first[k] for k in ("dataset", "dataset_stats", "device", "machine",
                                     "split_fingerprint")}
-    merged.update(rows=rows, summary=summary(rows), runs=runs, seeds=seeds,
-                  valid_metric=first.get("valid_metric", "Recall@50"))
+    valid_metric, columns = first.get("valid_metric", "Recall@50"), report_columns(first)
+    merged.update(model=first.get("model", "HetCompStudent"), rows=rows,
+                  summary=summary(rows, valid_metric, columns), runs=runs, seeds=seeds,
+                  valid_metric=valid_metric, columns=columns)
     return merged
 
 
@@ -58,20 +58,12 @@ def _fixed_rows(report):
 
 def _merge_rows(parts):
     per_seed = [result for p in parts for result in p.get("per_seed", [p["test_result"]])]
-    counts = [p.get("seeds", 1) for p in parts]
-    mean, std = seed_statistics(per_seed)
-    row = {"model": parts[0]["model"], "kind": parts[0]["kind"], "seeds": len(per_seed),
-           "test_result": mean, "test_std": std,
-           "n_params": parts[0]["n_params"],
-           # a part rebuilt from a log may lack the timing: median of those that have it
-           "inference_ms_per_1000_users": float(np.median(
-               [p["inference_ms_per_1000_users"] for p in parts
-                if p.get("inference_ms_per_1000_users") is not None])),
-           # each part's mean training time, weighted by its number of seeds
-           "train_seconds": float(np.average([p["train_seconds"] for p in parts],
-                                             weights=counts)),
-           "per_seed": per_seed}
-    return row
+    # A part rebuilt from a log may lack the timing (seeded_row keeps the median of the rest);
+    # each part's training time is its mean over its seeds: weight it by their number.
+    return seeded_row(parts[0]["model"], parts[0]["kind"], per_seed, parts[0]["n_params"],
+                      [p.get("inference_ms_per_1000_users") for p in parts],
+                      [p["train_seconds"] for p in parts],
+                      weights=[p.get("seeds", 1) for p in parts])
 
 
 def write_merged(merged, stem):

@@ -17,7 +17,8 @@ from recbole_hetcomp.config import Config, inherited_keys
 from recbole_hetcomp.data.split import make_loaders
 from recbole_hetcomp.model.ensemble_ranker import EnsembleRanker
 from recbole_hetcomp.errors import HetCompError
-from recbole_hetcomp.report import seed_statistics, write_report
+from recbole_hetcomp.report import (format_metrics, model_row, seeded_row, teacher_row,
+                                    write_report)
 from recbole_hetcomp.teachers import teacher_config, teacher_trajectory
 from recbole_hetcomp.trainer.knowledge_set import KnowledgeSet
 from recbole_hetcomp.training import train_model
@@ -48,7 +49,7 @@ def run_pipeline(config, split, logger):
 
     stage("ensemble knowledge")
     history = split.train.history_item_matrix()[0]
-    rows = [_teacher_row(t) for t in trajectories]
+    rows = [teacher_row(t.manifest) for t in trajectories]
     rows.append(_ensemble_row(config, split, trajectories, rows))
 
     seeds = list(config["seeds"] or [config["seed"]])
@@ -68,8 +69,8 @@ def run_pipeline(config, split, logger):
             run["baseline_learning_rate"] = baselines[-1]["learning_rate"]
             run["baseline_learning_rate_search"] = baselines[-1].pop("learning_rate_search")
     if baselines:
-        rows.append(_mean_row(f"{config['baseline']} (same size)", baselines, "baseline"))
-    rows.append(_mean_row("HetCompStudent", students, "student"))
+        rows.append(_seeded_row(f"{config['baseline']} (same size)", baselines, "baseline"))
+    rows.append(_seeded_row("HetCompStudent", students, "student"))
     stage("report")
     report = write_report(config, split, rows, runs, logger)
     stage("done")
@@ -133,15 +134,8 @@ def train_baseline(config, split, seed, logger):
 def _log_test(name, seed, result, logger):
     # Each seed's numbers reach the log as soon as they exist (a long multi-seed run that is
     # stopped still leaves them).
-    metrics = "    ".join(f"{k} : {v:.4f}" for k, v in result["test_result"].items())
-    logger.info(set_color(f"{name} seed {seed} test result", "yellow") + f": {metrics}")
-
-
-def _teacher_row(trajectory):
-    m = trajectory.manifest
-    return {"model": m["teacher"], "kind": "teacher", "test_result": m["test_result"],
-            "n_params": m["n_params"], "inference_ms_per_1000_users":
-                m["inference_ms_per_1000_users"], "train_seconds": m["train_seconds"]}
+    logger.info(set_color(f"{name} seed {seed} test result", "yellow")
+                + f": {format_metrics(result['test_result'])}")
 
 
 def _ensemble_row(config, split, trajectories, teacher_rows):
@@ -152,21 +146,13 @@ def _ensemble_row(config, split, trajectories, teacher_rows):
                            batch_size=config["knowledge_batch_size"]).to(config["device"])
     _, _, test_data = make_loaders(config, split)
     test = Trainer(config, model).evaluate(test_data, load_best_model=False)
-    return {"model": f"Ensemble ({len(trajectories)} teachers)", "kind": "ensemble",
-            "test_result": {k: float(v) for k, v in test.items()},
-            "n_params": sum(r["n_params"] for r in teacher_rows),
-            "inference_ms_per_1000_users": sum(r["inference_ms_per_1000_users"]
-                                               for r in teacher_rows),
-            "train_seconds": sum(r["train_seconds"] for r in teacher_rows)}
+    return model_row(f"Ensemble ({len(trajectories)} teachers)", "ensemble", test,
+                     sum(r["n_params"] for r in teacher_rows),
+                     sum(r["inference_ms_per_1000_users"] for r in teacher_rows),
+                     sum(r["train_seconds"] for r in teacher_rows))
 
 
-def _mean_row(name, results, kind):
-    mean, std = seed_statistics([r["test_result"] for r in results])
-    row = {"model": name, "kind": kind, "seeds": len(results), "test_result": mean,
-           "test_std": std,
-           "n_params": results[0]["n_params"],
-           "inference_ms_per_1000_users": float(np.median(
-               [r["inference_ms_per_1000_users"] for r in results])),
-           "train_seconds": float(np.mean([r["train_seconds"] for r in results]))}
-    row["per_seed"] = [r["test_result"] for r in results]
-    return row
+def _seeded_row(name, results, kind):
+    return seeded_row(name, kind, [r["test_result"] for r in results], results[0]["n_params"],
+                      [r["inference_ms_per_1000_users"] for r in results],
+                      [r["train_seconds"] for r in results])

@@ -10,7 +10,46 @@ import torch
 
 from recbole_hetcomp.atomic import atomic_path, write_text_atomically
 
-COLUMNS = ("recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "ndcg@50")
+
+
+def metric_columns(metrics, topk):
+    """RecBole's result keys for ``metrics`` x ``topk``, in its order (``recall@10``, ...)."""
+    return [f"{m.lower()}@{k}" for m in metrics for k in topk]
+
+
+def format_metrics(result):
+    """``recall@10 : 0.1234    ndcg@10 : ...`` as RecBole logs results."""
+    return "    ".join(f"{k} : {v:.4f}" for k, v in result.items())
+
+
+# --- rows: one dict per line of the table ---------------------------------------------------
+def model_row(name, kind, test_result, n_params, inference_ms, train_seconds):
+    """A row of one trained model (``kind``: teacher, ensemble, baseline, student)."""
+    return {"model": name, "kind": kind,
+            "test_result": {k: float(v) for k, v in test_result.items()},
+            "n_params": int(n_params), "inference_ms_per_1000_users": float(inference_ms),
+            "train_seconds": float(train_seconds)}
+
+
+def teacher_row(manifest):
+    """The row of a teacher, from its trajectory manifest."""
+    return model_row(manifest["teacher"], "teacher", manifest["test_result"],
+                     manifest["n_params"], manifest["inference_ms_per_1000_users"],
+                     manifest["train_seconds"])
+
+
+def seeded_row(name, kind, per_seed, n_params, inference_ms, train_seconds, weights=None):
+    """A row of a model trained once per seed: mean (and std) of each metric over seeds.
+
+    ``per_seed``: one test result per seed; ``inference_ms``: timings (median kept);
+    ``train_seconds``: training times, averaged with ``weights`` (seeds behind each time).
+    """
+    mean, std = seed_statistics(per_seed)
+    timings = [t for t in inference_ms if t is not None]
+    row = model_row(name, kind, mean, n_params, float(np.median(timings)),
+                    float(np.average(train_seconds, weights=weights)))
+    row.update(seeds=len(per_seed), test_std=std, per_seed=list(per_seed))
+    return row
 
 
 def report_stem(config):
@@ -37,13 +76,16 @@ def seed_statistics(per_seed):
             {k: float(np.std([r[k] for r in per_seed])) for k in metrics})
 
 
-def summary(rows, metric="recall@50"):
-    """Gains of the student: over the baseline, share of the baseline-ensemble gap recovered,
-    and serving cost against the ensemble."""
+def summary(rows, valid_metric, columns):
+    """Gains of the student: over the baseline, share of the baseline-ensemble gap recovered
+    (for every metric at the cut-off of ``valid_metric``), and serving cost against the
+    ensemble."""
     by_kind = {r["kind"]: r for r in rows}
     out = {}
     student, baseline, ensemble = (by_kind.get(k) for k in ("student", "baseline", "ensemble"))
-    for m in (metric, metric.replace("recall", "ndcg")):
+    cutoff = "@" + valid_metric.split("@")[-1] if "@" in valid_metric else None
+    chosen = [c for c in columns if cutoff and c.endswith(cutoff)] or [valid_metric.lower()]
+    for m in chosen:
         if student and baseline:
             s, b = student["test_result"][m], baseline["test_result"][m]
             out[f"{m} gain over baseline"] = (s - b) / b if b else None
@@ -57,13 +99,29 @@ def summary(rows, metric="recall@50"):
     return out
 
 
-def markdown_table(rows):
-    head = ("| model | " + " | ".join(c.replace("recall", "Recall").replace("ndcg", "NDCG")
-                                       for c in COLUMNS)
+def report_columns(report):
+    """The metric columns of a report (older reports: the first row's metrics)."""
+    return report.get("columns") or list(report["rows"][0]["test_result"])
+
+
+# RecBole's spelling of its metric names, for table headers
+_METRIC_NAMES = {"recall": "Recall", "ndcg": "NDCG", "mrr": "MRR", "hit": "Hit", "map": "MAP",
+                 "precision": "Precision", "itemcoverage": "ItemCoverage",
+                 "averagepopularity": "AveragePopularity", "giniindex": "GiniIndex",
+                 "shannonentropy": "ShannonEntropy", "tailpercentage": "TailPercentage"}
+
+
+def _header(column):
+    name, _, k = column.partition("@")
+    return _METRIC_NAMES.get(name, name) + (f"@{k}" if k else "")
+
+
+def markdown_table(rows, columns):
+    head = ("| model | " + " | ".join(_header(c) for c in columns)
             + " | params | inference ms / 1k users | train s |")
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 4)]
+    lines = [head, "|" + "---|" * (len(columns) + 4)]
     for r in rows:
-        cells = [_cell(r, c) for c in COLUMNS]
+        cells = [_cell(r, c) for c in columns]
         lines.append(f"| {r['model']} | " + " | ".join(cells)
                      + f" | {r['n_params']:,} | {r['inference_ms_per_1000_users']:.1f} "
                        f"| {r['train_seconds']:.1f} |")
@@ -79,11 +137,12 @@ def write_report(config, split, rows, runs, logger):
                     f"{torch.get_num_threads()} torch threads")
     stats = {"users": split.n_users - 1, "items": split.n_items - 1,
              "train": len(split.train), "valid": len(split.valid), "test": len(split.test)}
-    report = {"dataset": config["dataset"], "dataset_stats": stats, "device": device,
-              "machine": machine, "split_fingerprint": split.fingerprint,
-              "valid_metric": config["valid_metric"],
+    columns = metric_columns(config["metrics"], config["topk"])
+    report = {"model": config["model"], "dataset": config["dataset"], "dataset_stats": stats,
+              "device": device, "machine": machine, "split_fingerprint": split.fingerprint,
+              "valid_metric": config["valid_metric"], "columns": columns,
               "seeds": list(config["seeds"] or [config["seed"]]), "rows": rows,
-              "summary": summary(rows), "runs": runs}
+              "summary": summary(rows, config["valid_metric"], columns), "runs": runs}
     report, markdown = write_files(report, stem)
     logger.info("\n" + markdown)
     logger.info(f"report written to {report['markdown']}, {report['json']}, {report['plot']}")
@@ -102,7 +161,7 @@ def write_files(report, stem, note=""):
             f"Device: {report['device']} ({report['machine']}). Test metrics of the epoch "
             f"selected on validation {report['valid_metric']}; students and baselines are the "
             f"mean (± std) over seeds {report['seeds']}{note}.", "",
-            markdown_table(report["rows"]), ""]
+            markdown_table(report["rows"], report_columns(report)), ""]
     text += [f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}"
              for k, v in report["summary"].items()]
     searches = [r["baseline_learning_rate_search"] for r in runs

@@ -9,7 +9,6 @@ import pytest
 import recbole_hetcomp.teachers as teachers
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.quick_start import run_hetcomp
-from recbole_hetcomp.report import COLUMNS
 
 
 def pipeline_config(base, **extra):
@@ -42,10 +41,13 @@ def test_pipeline_end_to_end_and_resume(tiny, monkeypatch, caplog):
     assert trained == ["CML"]  # BPR came from the store
     assert "[BPR] reusing recorded trajectory" in caplog.text
 
+    assert report["columns"] == ["recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20",
+                                 "ndcg@50"]  # metrics x topk of properties/overall.yaml
+    assert report["test_result"] == report["rows"][-1]["test_result"]
     names = [row["model"] for row in report["rows"]]
     assert names == ["BPR", "CML", "Ensemble (2 teachers)", "BPR (same size)", "HetCompStudent"]
     for row in report["rows"]:
-        assert set(COLUMNS) <= set(row["test_result"])
+        assert set(report["columns"]) <= set(row["test_result"])
         assert row["n_params"] > 0 and row["inference_ms_per_1000_users"] > 0
     student = report["rows"][-1]
     assert student["n_params"] == report["rows"][-2]["n_params"]  # same size as the baseline

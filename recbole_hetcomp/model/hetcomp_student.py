@@ -15,22 +15,26 @@ from recbole.utils import InputType
 
 
 class _InnerProducts(torch.autograd.Function):
-    """``users @ items.T`` with a backward laid out for tiny embedding sizes.
+    """``users @ items.T`` with products laid out for tiny embedding sizes.
 
-    With d = 6, ``grad.T @ users`` (autograd's default for the item gradient) runs ~10x slower on
-    CPU than the equivalent ``(users.T @ grad).T``; the distillation loss spends most of its
-    time in these products over the whole catalogue.
+    The distillation loss spends most of its time in these three products over the whole
+    catalogue, and with d = 6 their speed on CPU depends on the layout alone (one thread,
+    83 users x 25,182 items): the scores from a contiguous (d, I) copy of the items take 0.9 ms
+    instead of 2.0 ms; the user gradient as ``(items_t @ grad.T).T`` 0.7 ms instead of 2.8 ms
+    for ``grad @ items``; the item gradient as ``(users.T @ grad).T`` 0.9 ms instead of 6.6 ms
+    for autograd's ``grad.T @ users``. The copy costs 0.3 ms.
     """
 
     @staticmethod
     def forward(ctx, users, items):
-        ctx.save_for_backward(users, items)
-        return users @ items.T
+        items_t = items.T.contiguous()                      # (d, I)
+        ctx.save_for_backward(users, items_t)
+        return users @ items_t
 
     @staticmethod
     def backward(ctx, grad):
-        users, items = ctx.saved_tensors
-        return grad @ items, (users.T @ grad).T
+        users, items_t = ctx.saved_tensors
+        return (items_t @ grad.T).T, (users.T @ grad).T
 
 
 class HetCompStudent(GeneralRecommender):
