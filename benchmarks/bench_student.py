@@ -63,13 +63,16 @@ EQUAL_BATCH = 1024
 
 def synthetic_trajectories(history, n_items, x=6, c=4, m=100, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    rankings, observed = synthetic_rankings(history.long(), n_items, x, c, m, gen)
+    # 128-user chunks: CiteULike's widest history (1,197 items) makes bigger ones set the peak
+    rankings, observed = synthetic_rankings(history.long(), n_items, x, c, m, gen, chunk=128)
     rankings, observed = rankings.numpy().astype(np.uint16), observed.numpy().astype(np.uint16)
     return [Trajectory(rankings[i], observed[i, :, :m], {"teacher": f"T{i}"}) for i in range(x)]
 
 
 def epoch_seconds(trainer, train_data, rank, repeats):
+    """Median steady-state epoch: one untimed epoch first (first-touch allocations)."""
     trainer.switched = rank
+    trainer._train_epoch(train_data, 1)
     (wall, cpu), _ = timed(lambda: trainer._train_epoch(train_data, 1), repeats)
     trainer.switched = False
     return wall, cpu
@@ -83,13 +86,17 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None)
     parser.add_argument("--quick", action="store_true", help="only the training epochs")
-    parser.add_argument("--busy", action="store_true",
-                        help="keep one other core busy (a spinning process) while timing")
+    parser.add_argument("--other-core", choices=("idle", "spin", "busy"), default="idle",
+                        help="the rest of the machine: idle; spin (this script keeps one core "
+                             "busy with a spinning process); busy (another job already runs: "
+                             "say which with --load-note)")
+    parser.add_argument("--load-note", default="", help="what else ran, for the report")
     args = parser.parse_args(argv)
+    args.busy = args.other_core != "idle"
     if args.threads:
         torch.set_num_threads(args.threads)
     busy = None
-    if args.busy:
+    if args.other_core == "spin":
         busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         run(args)
@@ -133,12 +140,16 @@ def run(args):
             epochs[batches, rank] = epoch_seconds(trainer, data, rank, args.repeats)
     shipped_batch = config["train_batch_size"]
     ctx = {"equal": (EQUAL_BATCH, len(equal_data)), "shipped": (shipped_batch, len(train_data))}
-    if args.quick:
-        for key, (wall, cpu) in epochs.items():
-            print(key, f"{wall:.3f} s wall, {cpu:.3f} s CPU")
-        return
+    if not args.quick:
+        knowledge_rows(rows, trainer, knowledge, model, valid_data, args.repeats)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    write_report(args, config, split, ctx, epochs, rows, mem_mb, build_s, peak_mb, device)
+
+
+def knowledge_rows(rows, trainer, knowledge, model, valid_data, repeats):
+    """Time evaluation, the student's top lists, a knowledge step and a target rebuild."""
     rows.append(("evaluation (validation, full sort)",
-                 timed(lambda: trainer._valid_epoch(valid_data), args.repeats)[0]))
+                 timed(lambda: trainer._valid_epoch(valid_data), repeats)[0]))
     model.eval()
     from recbole_hetcomp.knowledge import knowledge_step
 
@@ -147,22 +158,26 @@ def run(args):
                        knowledge.batch_size)
 
     rows.append(("student top-50 of every user (full scoring pass)", timed(
-        lambda: knowledge.student_top(model.user_scores, 50), args.repeats)[0]))
+        lambda: knowledge.student_top(model.user_scores, 50), repeats)[0]))
     trainer._valid_epoch(valid_data)
     known = trainer._valid_top
     rows.append(("student top-50, lists read off the validation pass", timed(
-        lambda: knowledge.student_top(model.user_scores, 50, known), args.repeats)[0]))
+        lambda: knowledge.student_top(model.user_scores, 50, known), repeats)[0]))
     top = knowledge.student_top(model.user_scores, 50, known)
     step(top, 10)  # first call: remember d
     rows.append(("knowledge-construction step (advance rule, all users x teachers)", timed(
-        lambda: step(top, 20), args.repeats)[0]))
-    rows.append(("target rebuild", timed(knowledge.rebuild_targets, args.repeats)[0]))
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        lambda: step(top, 20), repeats)[0]))
+    rows.append(("target rebuild", timed(knowledge.rebuild_targets, repeats)[0]))
 
+
+def write_report(args, config, split, ctx, epochs, rows, mem_mb, build_s, peak_mb, device):
+    """The Markdown report: equal-work epochs against the released code, then the rest."""
+    shipped_batch = ctx["shipped"][0]
     threads = torch.get_num_threads()
     malloc = ("tuned (MALLOC_MMAP_MAX_ / MALLOC_TRIM_THRESHOLD_ set)"
               if os.environ.get("MALLOC_MMAP_MAX_") else "untuned")
-    load = "one other core kept busy by a spinning process" if args.busy else "no other job"
+    load = {"idle": "no other job", "spin": "one other core kept busy by a spinning process",
+            "busy": f"another job on the machine: {args.load_note or 'unnamed'}"}[args.other_core]
     lines = ["# HetComp student on CiteULike-sized inputs (benchmarks/bench_student.py)", "",
              f"machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} cpus, "
              f"torch {torch.__version__}, {threads} torch threads, device {device}; glibc "
@@ -182,8 +197,9 @@ def run(args):
                  f"{tuned:g}" if tuned else "n/a", f"{tuned / wall:.1f}" if tuned else ""]
         lines.append(f"| {name.split(', ')[1]} | {wall:.3f} | {cpu:.3f} | "
                      + " | ".join(cells) + " |")
-    lines += ["", f"Released figures are for {'one thread, the other core busy' if args.busy else 'two threads, a quiet machine'} "
-              "(n/a: not measured at this thread count).", "",
+    released_for = "one thread, the other core busy" if args.busy else "two threads, quiet"
+    lines += ["", f"Released figures: {released_for}, 78 batches of 1,024 interactions "
+              "(n/a: not measured for this thread count and load).", "",
               f"## What the shipped {shipped_batch}-interaction batches buy "
               f"({ctx['shipped'][1]} batches per epoch: fewer, larger optimiser steps; a "
               "different amount of work, not a like-for-like comparison)", "",
@@ -192,19 +208,21 @@ def run(args):
     for rank, name in ((False, "overall"), (True, "rank")):
         shipped, equal = epochs["shipped", rank][0], epochs["equal", rank][0]
         lines.append(f"| {name} | {shipped:.3f} | {equal:.3f} | {equal / shipped:.1f} |")
-    lines += ["", "## Knowledge and evaluation", "",
-              "| operation | ours, wall s | ours, CPU s | released s | x faster |",
-              "|---|---:|---:|---:|---:|"]
+    if rows:
+        lines += ["", "## Knowledge and evaluation", "",
+                  "| operation | ours, wall s | ours, CPU s | released s | x faster |",
+                  "|---|---:|---:|---:|---:|"]
     for name, (wall, cpu) in rows:
         ref = RELEASED_OTHER.get(name.split(" (")[0])
         cells = [f"{ref:g}" if ref else "", f"{ref / wall:.1f}" if ref else ""]
         lines.append(f"| {name} | {wall:.3f} | {cpu:.3f} | " + " | ".join(cells) + " |")
     lines += ["", f"knowledge in memory: {mem_mb:.1f} MB (built in {build_s:.2f} s); peak "
               f"resident memory of the whole process (RecBole dataset included): {peak_mb:.0f} MB "
-              "(released: 14 GB with half-precision trajectories)",
-             "knowledge-construction step as HetCompTrainer runs it: the student's lists come "
-             "from the validation pass that precedes every step (same weights), then the advance "
-             "rule, then a target rebuild"]
+              "(released: 14 GB with half-precision trajectories)"]
+    if rows:
+        lines.append("knowledge-construction step as HetCompTrainer runs it: the student's lists "
+                     "come from the validation pass that precedes every step (same weights), then "
+                     "the advance rule, then a target rebuild")
     emit(lines, args.out)
 
 
