@@ -154,3 +154,25 @@ def test_config_files_are_read_safely(tiny, tmp_path):
         Config("BPR", "tiny", [str(path)], base)
     path.write_text("learning_rate: 1e-3\n")  # RecBole's float notation still reads as a float
     assert Config("BPR", "tiny", [str(path)], base)["learning_rate"] == 0.001
+
+
+def test_torch_threads_default_leaves_a_core_free(monkeypatch):
+    import torch
+
+    from recbole_hetcomp import quick_start
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(quick_start, "_usable_cores", lambda: 4)
+        assert quick_start.set_torch_threads(None) == 3
+        monkeypatch.setattr(quick_start, "_usable_cores", lambda: 1)
+        assert quick_start.set_torch_threads(None) == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert quick_start.set_torch_threads(None) == 2  # the user's environment wins
+        assert quick_start.set_torch_threads(1) == 1
+        for bad in (0, -2, "two", 1.5, True):
+            with pytest.raises(HetCompError, match="torch_threads"):
+                quick_start.set_torch_threads(bad)
+    finally:
+        torch.set_num_threads(before)

@@ -86,38 +86,18 @@ def test_student_switches_to_rank_loss(tiny):
 
 def test_student_lists_from_validation_equal_direct_scoring(tiny):
     """The knowledge step reuses the student's top lists read off the validation pass."""
-    import numpy as np
     import torch
 
-    from recbole_hetcomp.config import Config
-    from recbole_hetcomp.data.split import build_split, make_loaders
-    from recbole_hetcomp.model import HetCompStudent
-    from recbole_hetcomp.trainer import HetCompTrainer
-    from recbole_hetcomp.trainer.knowledge_set import KnowledgeSet
-    from recbole_hetcomp.trajectory import Trajectory
-
     _, base = tiny
-    config = Config("HetCompStudent", "tiny", config_dict=dict(
-        base, hetcomp_k=5, hetcomp_l=3, discrepancy_n=7, embedding_size=4))
-    split = build_split(config)
-    train, valid, _ = make_loaders(config, split)
-    history = split.train.history_item_matrix()[0]
-    rng = np.random.default_rng(0)
-    rankings = np.zeros((2, split.n_users, 10), dtype=np.uint16)
-    for u in range(1, split.n_users):
-        free = sorted(set(range(1, split.n_items)) - set(history[u].tolist()))
-        rankings[:, u] = rng.choice(free, size=10, replace=False)
-    fake = [Trajectory(rankings, rankings[0], {"teacher": "T"})]
-    model = HetCompStudent(config, split.train)
-    trainer = HetCompTrainer(config, model)
-    trainer.set_knowledge(KnowledgeSet(fake, history, split.n_items, 5, 3))
+    trainer, train, valid = _student_trainer(base)
+    model = trainer.model
     trainer.eval_collector.data_collect(train)
     trainer._epoch = 9
     trainer._valid_epoch(valid)
     captured = trainer._valid_top
     direct = trainer.knowledge.student_top(model.user_scores, 7)
     seen = captured[:, 0] >= 0
-    assert seen.sum() > 0.8 * split.n_users
+    assert seen.sum() > 0.8 * trainer.knowledge.n_users
     assert torch.equal(captured[seen], direct[seen])
     merged = trainer.knowledge.student_top(model.user_scores, 7, known=captured)
     assert torch.equal(merged, direct)
@@ -146,6 +126,8 @@ def test_bad_baseline_learning_rates_is_a_clear_error(tiny):
 
 
 def _student_trainer(base, **extra):
+    """A HetCompTrainer on the tiny dataset with random one-teacher knowledge (K=5, L=3, n=7);
+    returns (trainer, train loader, valid loader)."""
     import numpy as np
 
     from recbole_hetcomp.config import Config
@@ -158,7 +140,7 @@ def _student_trainer(base, **extra):
     config = Config("HetCompStudent", "tiny", config_dict=dict(
         base, hetcomp_k=5, hetcomp_l=3, discrepancy_n=7, embedding_size=4, **extra))
     split = build_split(config)
-    train, _, _ = make_loaders(config, split)
+    train, valid, _ = make_loaders(config, split)
     history = split.train.history_item_matrix()[0]
     rng = np.random.default_rng(0)
     rankings = np.zeros((2, split.n_users, 10), dtype=np.uint16)
@@ -169,7 +151,7 @@ def _student_trainer(base, **extra):
     trainer = trainer_class(config, HetCompStudent(config, split.train))
     trainer.set_knowledge(KnowledgeSet([Trajectory(rankings, rankings[0], {"teacher": "T"})],
                                        history, split.n_items, 5, 3))
-    return trainer, train
+    return trainer, train, valid
 
 
 def test_student_trainer_honours_clip_grad_norm(tiny):
@@ -178,7 +160,7 @@ def test_student_trainer_honours_clip_grad_norm(tiny):
     _, base = tiny
     for max_norm in (1e-3, None):
         extra = {"clip_grad_norm": {"max_norm": max_norm}} if max_norm else {}
-        trainer, train = _student_trainer(base, **extra)
+        trainer, train, _ = _student_trainer(base, **extra)
         assert type(trainer).__name__ == "HetCompTrainer"  # found by name in the registry
         # SGD with lr 1 moves the weights by exactly the gradient: clipping bounds the step.
         trainer.optimizer = torch.optim.SGD(trainer.model.parameters(), lr=1.0)
@@ -196,6 +178,6 @@ def test_student_trainer_refuses_keys_it_cannot_honour(tiny, key):
     _, base = tiny
     with pytest.raises(HetCompError, match=key):
         _student_trainer(base, **{key: True})
-    trainer, train = _student_trainer(base)
+    trainer, train, _ = _student_trainer(base)
     with pytest.raises(HetCompError, match="loss_func"):
         trainer._train_epoch(train, 1, loss_func=lambda interaction: 0)
