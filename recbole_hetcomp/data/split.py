@@ -7,10 +7,12 @@ model's ``seed``.
 """
 
 import hashlib
+import importlib
 import json
+import logging
+import os
 
 import numpy as np
-from recbole.data import create_dataset
 from recbole.data.utils import create_samplers, get_dataloader
 from recbole.utils import init_seed
 
@@ -80,7 +82,7 @@ def build_split(config, logger=None):
     ensure_dataset(config, logger)
     init_seed(config["split_seed"], config["reproducibility"])
     try:
-        dataset = create_dataset(config)
+        dataset = load_dataset(config, logger)
     except (ValueError, FileNotFoundError) as exc:
         raise HetCompError(f"cannot load dataset '{config['dataset']}': {exc}") from None
     if dataset.inter_num == 0:
@@ -93,6 +95,34 @@ def build_split(config, logger=None):
     if logger:
         logger.info(dataset)
     return Split(dataset, parts, eval_settings(config))
+
+
+# RecBole's dataset and dataloader caches are pickles: loading one runs whatever code it holds.
+_PICKLE_KEYS = ("dataset_save_path", "dataloaders_save_path", "save_dataset",
+                "save_dataloaders")
+
+
+def load_dataset(config, logger=None):
+    """RecBole's dataset for ``config``, always built from its atomic files.
+
+    RecBole's ``create_dataset`` first unpickles ``dataset_save_path`` or
+    ``<checkpoint_dir>/<dataset>-<Class>.pth`` when such a file exists, so a file dropped there
+    would run code. This builds the same dataset class without ever reading a cache: the keys
+    that read or write those pickles are refused, and a stray cache file is ignored, saying so.
+    """
+    for key in _PICKLE_KEYS:
+        if config[key]:
+            raise HetCompError(f"{key} is not supported: RecBole's dataset and dataloader caches "
+                               "are pickles, which recbole-hetcomp never writes or loads; remove "
+                               f"{key} (the dataset is rebuilt from its atomic files)")
+    module = importlib.import_module("recbole.data.dataset")
+    dataset_class = getattr(module, config["model"] + "Dataset", module.Dataset)
+    cache = os.path.join(config["checkpoint_dir"],
+                         f"{config['dataset']}-{dataset_class.__name__}.pth")
+    if os.path.exists(cache):
+        (logger or logging.getLogger()).warning(f"ignoring {cache}: RecBole dataset caches are pickles and are never "
+                       "loaded by recbole-hetcomp")
+    return dataset_class(config)
 
 
 def _drop_unseen_items(dataset, parts, logger):
