@@ -73,7 +73,7 @@ class TrajectoryMixin(BestStateMixin):
             raw = self._raw_scores.view(len(users), -1)
             rows = users.cpu().numpy()
             self._captured[rows] = recorder.to_numpy(lists)
-            self._observed[rows] = recorder.to_numpy(recorder.observed_lists(users, raw))
+            self._observed[rows] = recorder.to_numpy(recorder.training_item_lists(users, raw))
             self._seen[rows] = True
             self.record_seconds += time.perf_counter() - start
         return interaction, scores, positive_u, positive_i

@@ -100,7 +100,7 @@ class TrajectoryRecorder:
         """(B, M) top-M item ids of ``scores`` outside ``excluded``; 0 where fewer exist."""
         return masked_topk(scores, excluded, self.top_m)
 
-    def observed_lists(self, users, scores):
+    def training_item_lists(self, users, scores):
         """(B, M) top-M training items of ``users`` under raw ``scores`` (B, I)."""
         # Masks live on the scores' device: some models (EASE, ADMMSLIM) score on the CPU.
         excluded = ~self.training_mask(users, scores.device)
@@ -122,7 +122,7 @@ class TrajectoryRecorder:
             rows = slice(start, start + len(batch))
             unobserved[rows] = self.to_numpy(self.top_lists(
                 scores, self.training_mask(batch, scores.device)))
-            observed[rows] = self.to_numpy(self.observed_lists(batch, scores))
+            observed[rows] = self.to_numpy(self.training_item_lists(batch, scores))
         self.model.train(was_training)
         return unobserved, observed
 
