@@ -166,50 +166,45 @@ def test_threshold_schedule():
     assert threshold(100, p=10) < 1 < threshold(90, p=10)
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_knowledge_step_matches_reference_over_calls(seed):
-    gen = torch.Generator().manual_seed(20 + seed)
-    x, c, u, m, n_items, n = 3, 4, 9, 6, 10, 5
+def _step_alongside_reference(gen, x, c, u, m, n_items, n, calls, batch_size, atol,
+                              copy_head):
+    """Run ``calls`` knowledge steps (epoch = call * 10) on random student lists, each checked
+    against ``reference_step``; ``copy_head``: user 0 copies teacher 0's next snapshot head."""
     rankings = random_rankings(gen, x, c, u, m, n_items)
     state = KnowledgeState.new(u, x)
-    ref_choice = state.choice.tolist()
-    ref_d = state.d.tolist()
+    ref_choice, ref_d = state.choice.tolist(), state.d.tolist()
     initialised = False
-    for call in range(1, 13):  # the threshold drops below 1 at call 10
+    for call in range(1, calls + 1):
         epoch = call * 10
         student = torch.stack([torch.randperm(n_items - 1, generator=gen)[:n] + 1
                                for _ in range(u)])
-        # Some users copy a teacher's next snapshot head: D = 0 and 0 / 0 ratios happen.
-        student[0] = rankings[0, min(ref_choice[0][0] + 1, c - 1), 0, :n].long()
+        if copy_head:  # D = 0 and 0 / 0 ratios happen
+            student[0] = rankings[0, min(ref_choice[0][0] + 1, c - 1), 0, :n].long()
         state = knowledge_step(state, student, rankings, epoch, p=10, alpha=1.05, decay=0.995,
-                               batch_size=4, n=n)
+                               batch_size=batch_size, n=n)
         ref_choice, ref_d = reference_step(ref_choice, ref_d, initialised, student, rankings,
                                            epoch, 10, 1.05, 0.995, n)
         initialised = True
         assert state.initialised
         assert state.choice.tolist() == ref_choice
-        assert torch.allclose(state.d, torch.tensor(ref_d, dtype=torch.float64), atol=1e-10)
+        assert torch.allclose(state.d, torch.tensor(ref_d, dtype=torch.float64), atol=atol)
         assert bool((state.choice >= 0).all() and (state.choice <= c - 1).all())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_knowledge_step_matches_reference_over_calls(seed):
+    # 12 calls: the threshold drops below 1 at call 10.
+    _step_alongside_reference(torch.Generator().manual_seed(20 + seed), x=3, c=4, u=9, m=6,
+                              n_items=10, n=5, calls=12, batch_size=4, atol=1e-10,
+                              copy_head=True)
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_advance_decisions_match_spec_at_full_size(seed):
     # n = 50 over a small catalogue: the discount changes which pairs advance here.
-    gen = torch.Generator().manual_seed(60 + seed)
-    x, c, u, m, n_items, n = 3, 4, 40, 60, 90, 50
-    rankings = random_rankings(gen, x, c, u, m, n_items)
-    state = KnowledgeState.new(u, x)
-    ref_choice, ref_d = state.choice.tolist(), state.d.tolist()
-    initialised = False
-    for call in range(1, 6):
-        student = torch.stack([torch.randperm(n_items - 1, generator=gen)[:n] + 1
-                               for _ in range(u)])
-        knowledge_step(state, student, rankings, call * 10, batch_size=16, n=n)
-        ref_choice, ref_d = reference_step(ref_choice, ref_d, initialised, student, rankings,
-                                           call * 10, 10, 1.05, 0.995, n)
-        initialised = True
-        assert state.choice.tolist() == ref_choice
-        assert torch.allclose(state.d, torch.tensor(ref_d, dtype=torch.float64), atol=1e-12)
+    _step_alongside_reference(torch.Generator().manual_seed(60 + seed), x=3, c=4, u=40, m=60,
+                              n_items=90, n=50, calls=5, batch_size=16, atol=1e-12,
+                              copy_head=False)
 
 
 def test_first_call_only_remembers():
