@@ -54,11 +54,16 @@ setup(
         "tensorboard",  # imported when recbole.utils loads
         "matplotlib",
     ],
-    extras_require={"test": ["pytest", "setuptools", "wheel"]},
+    extras_require={
+        "serve": ["faiss-cpu>=1.7"],  # the optional exact item index (export_index)
+        "test": ["pytest", "setuptools", "wheel", "faiss-cpu>=1.7"],
+    },
     entry_points={
         "console_scripts": [
             "hetcomp=recbole_hetcomp.cli:main",
             "hetcomp-convert-citeulike=recbole_hetcomp.data.citeulike:main",
+            "hetcomp-recommend=recbole_hetcomp.serving.cli:recommend_main",
+            "hetcomp-serve=recbole_hetcomp.serving.cli:serve_main",
         ]
     },
 )

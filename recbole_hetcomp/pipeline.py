@@ -19,6 +19,7 @@ from recbole_hetcomp.model.ensemble_ranker import EnsembleRanker
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.report import (format_metrics, model_row, seeded_row, teacher_row,
                                     write_report)
+from recbole_hetcomp.serving.export import check_export_settings, export_model
 from recbole_hetcomp.teachers import teacher_config, teacher_trajectory
 from recbole_hetcomp.trainer.knowledge_set import KnowledgeSet
 from recbole_hetcomp.training import train_model
@@ -41,11 +42,16 @@ def run_pipeline(config, split, logger):
     teachers = list(config["teachers"] or [])
     if not teachers:
         raise HetCompError("no teachers configured: set teachers, e.g. [BPR, CML, MultiVAE]")
-    trajectories = []
+    check_export_settings(config)
+    trajectories, packages = [], {}
     for index, name in enumerate(teachers, 1):
         stage(f"teacher {index}/{len(teachers)}: {name}")
         tconfig = teacher_config(config, name)
-        trajectories.append(teacher_trajectory(tconfig, split, logger))
+        trajectory = teacher_trajectory(tconfig, split, logger)
+        if config["export_teachers"]:
+            packages[name] = _export_teacher(tconfig, split, trajectory, logger)
+        trajectory.model = None  # teachers are not kept in memory
+        trajectories.append(trajectory)
 
     stage("ensemble knowledge")
     history = split.train.history_item_matrix()[0]
@@ -54,41 +60,54 @@ def run_pipeline(config, split, logger):
 
     seeds = list(config["seeds"] or [config["seed"]])
     students, baselines, runs = [], [], []
+    best_student = best_baseline = None  # (result, model, config) of the best seed on valid
     for seed in seeds:
         stage(f"student HetCompStudent, seed {seed}")
-        student, run = train_student(config, split, trajectories, history, seed, logger)
+        student, run, model, sconfig = train_student(config, split, trajectories, history,
+                                                     seed, logger)
         _log_test("HetCompStudent", seed, student, logger)
         students.append(student)
         runs.append(run)
+        best_student = _better(best_student, (student, model, sconfig))
         if config["baseline"]:
             stage(f"baseline {config['baseline']} (embedding_size "
                   f"{config['embedding_size']}, no distillation), seed {seed}")
-            baselines.append(train_baseline(config, split, seed, logger))
+            baseline, bmodel, bconfig = train_baseline(config, split, seed, logger)
+            baselines.append(baseline)
+            if config["export_teachers"]:
+                best_baseline = _better(best_baseline, (baseline, bmodel, bconfig))
             _log_test(config["baseline"], seed, baselines[-1], logger)
             run["baseline_valid_history"] = baselines[-1].pop("valid_history")
             run["baseline_learning_rate"] = baselines[-1]["learning_rate"]
             run["baseline_learning_rate_search"] = baselines[-1].pop("learning_rate_search")
     if baselines:
         rows.append(_seeded_row(f"{config['baseline']} (same size)", baselines, "baseline"))
+        if best_baseline:
+            packages["baseline"] = _export_best(best_baseline, split, rows[-1], logger)
     rows.append(_seeded_row("HetCompStudent", students, "student"))
+    if config["export_model"]:
+        stage("model package")
+        packages["student"] = _export_best(best_student, split, rows[-1], logger)
     stage("report")
-    report = write_report(config, split, rows, runs, logger)
+    report = write_report(config, split, rows, runs, logger, packages)
     stage("done")
     return report
 
 
 def train_student(config, split, trajectories, history, seed, logger):
-    """Distil the knowledge into a fresh student with ``seed``; returns (result, histories)."""
+    """Distil the knowledge into a fresh student with ``seed``.
+
+    Returns (result, histories, model in its best validation state, the student's config)."""
     config = copy.deepcopy(config)
     config["seed"] = seed
     knowledge = KnowledgeSet(trajectories, history, split.n_items, config["hetcomp_k"],
                              config["hetcomp_l"], config["temperature"],
                              config["knowledge_batch_size"], config["device"])
-    _, trainer, result = train_model(config, split, logger, knowledge=knowledge)
+    model, trainer, result = train_model(config, split, logger, knowledge=knowledge)
     result["seed"] = seed
     run = {"seed": seed, "kc_history": trainer.kc_history,
            "valid_history": trainer.valid_history}
-    return result, run
+    return result, run, model, config
 
 
 def baseline_config(config, seed, learning_rate):
@@ -109,26 +128,53 @@ def train_baseline(config, split, seed, logger):
 
     Each learning rate of ``baseline_learning_rates`` (default: the student's) gets the full
     budget; the one with the best validation score is kept, so the student is compared with a
-    tuned model rather than one trained at a rate chosen for distillation.
+    tuned model rather than one trained at a rate chosen for distillation. Returns (result,
+    model, config) of that rate.
     """
     rates = config["baseline_learning_rates"] or [config["learning_rate"]]
     rates = rates if isinstance(rates, (list, tuple)) else [rates]
     if not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):
         raise HetCompError(f"baseline_learning_rates must be positive numbers, e.g. "
                            f"[0.001, 0.01]; got {rates}")
-    best, search = None, []
+    best, search, kept = None, [], None
     for rate in rates:
         bconfig = baseline_config(config, seed, rate)
-        result = train_model(bconfig, split, logger)[2]
+        model, _, result = train_model(bconfig, split, logger)
         search.append({"learning_rate": rate, "best_valid_score": result["best_valid_score"],
                        "train_seconds": result["train_seconds"]})
         if len(rates) > 1:
             logger.info(f"{config['baseline']} learning_rate {rate}: best valid "
                         f"{config['valid_metric']} {result['best_valid_score']:.4f}")
         if best is None or result["best_valid_score"] > best["best_valid_score"]:
-            best = {**result, "learning_rate": rate}
+            best, kept = {**result, "learning_rate": rate}, (model, bconfig)
     best["learning_rate_search"] = search
-    return best
+    return (best,) + kept
+
+
+def _better(current, candidate):
+    """The (result, model, config) with the higher validation score (the first on ties)."""
+    if current is None or candidate[0]["best_valid_score"] > current[0]["best_valid_score"]:
+        return candidate
+    return current
+
+
+def _export_best(best, split, row, logger):
+    result, model, config = best
+    return export_model(model, config, split, logger, row=row,
+                        test_result=result["test_result"],
+                        extra={"chosen_as": f"the best of {row.get('seeds', 1)} seed(s) on "
+                                            f"validation {config['valid_metric']}"})
+
+
+def _export_teacher(tconfig, split, trajectory, logger):
+    if trajectory.model is None:
+        logger.warning(f"{tconfig['model']} came from the trajectory store, which keeps no "
+                       "weights: no package for it (retrain it with a new trajectory_dir to "
+                       "package it)")
+        return None
+    return export_model(trajectory.model, tconfig, split, logger,
+                        row=teacher_row(trajectory.manifest),
+                        test_result=trajectory.manifest["test_result"])
 
 
 def _log_test(name, seed, result, logger):

@@ -17,6 +17,7 @@ from recbole_hetcomp.config import Config
 from recbole_hetcomp.data.split import build_split
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.report import format_metrics, metric_columns, model_row
+from recbole_hetcomp.serving.export import check_export_settings, export_model
 from recbole_hetcomp.teachers import teacher_trajectory
 from recbole_hetcomp.training import train_model
 
@@ -51,7 +52,8 @@ def run_hetcomp(model=None, dataset=None, config_file_list=None, config_dict=Non
         A pipeline run adds ``runs`` (per-seed histories), ``summary`` and the written
         ``markdown``, ``json`` and ``plot`` paths; a single model adds ``best_valid_result``,
         ``best_epoch``, ``train_seconds``, and, when recorded, ``trajectory`` and
-        ``snapshot_epochs``.
+        ``snapshot_epochs``; ``package`` is the model package written (``export_model``;
+        the pipeline's are in ``packages``), or None.
     """
     config = Config(model, dataset, config_file_list, config_dict, cmd_args)
     _init_logging(config)
@@ -65,20 +67,29 @@ def run_hetcomp(model=None, dataset=None, config_file_list=None, config_dict=Non
 
         report = run_pipeline(config, split, logger)
         return dict(report, test_result=report["rows"][-1]["test_result"])
+    check_export_settings(config)
     if config["record_trajectory"]:
         trajectory = teacher_trajectory(config, split, logger)
         result = {k: trajectory.manifest[k] for k in (
             "test_result", "best_valid_result", "best_epoch", "train_seconds", "record_seconds",
             "n_params", "inference_ms_per_1000_users", "snapshot_epochs")}
+        model, trajectory.model = trajectory.model, None
         result["trajectory"] = trajectory
     else:
-        _, _, result = train_model(config, split, logger)
+        model, _, result = train_model(config, split, logger)
     result.update(model=config["model"], dataset=config["dataset"],
                   columns=metric_columns(config["metrics"], config["topk"]))
     result["rows"] = [model_row(config["model"], "model", result["test_result"],
                                 result["n_params"], result["inference_ms_per_1000_users"],
                                 result["train_seconds"])]
     logger.info(set_color("test result", "yellow") + f": {format_metrics(result['test_result'])}")
+    result["package"] = None
+    if config["export_model"] and model is not None:
+        result["package"] = export_model(model, config, split, logger, row=result["rows"][0],
+                                         test_result=result["test_result"])
+    elif config["export_model"]:
+        logger.info(f"{config['model']} was taken from the trajectory store, which keeps no "
+                    "weights: no model package (set a new trajectory_dir to retrain it)")
     return result
 
 

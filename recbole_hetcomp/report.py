@@ -128,8 +128,11 @@ def markdown_table(rows, columns):
     return "\n".join(lines)
 
 
-def write_report(config, split, rows, runs, logger):
-    """Write ``<stem>.report.md``, ``.report.json`` and ``.png``; log the table."""
+def write_report(config, split, rows, runs, logger, packages=None):
+    """Write ``<stem>.report.md``, ``.report.json`` and ``.png``; log the table.
+
+    ``packages``: model packages written by the run ("student", "baseline", teacher names ->
+    path), named in the report."""
     stem = report_stem(config)
     device = str(config["device"])
     machine = (torch.cuda.get_device_name(config["device"]) if device.startswith("cuda")
@@ -142,10 +145,13 @@ def write_report(config, split, rows, runs, logger):
               "device": device, "machine": machine, "split_fingerprint": split.fingerprint,
               "valid_metric": config["valid_metric"], "columns": columns,
               "seeds": list(config["seeds"] or [config["seed"]]), "rows": rows,
-              "summary": summary(rows, config["valid_metric"], columns), "runs": runs}
+              "summary": summary(rows, config["valid_metric"], columns), "runs": runs,
+              "packages": {k: v for k, v in (packages or {}).items() if v}}
     report, markdown = write_files(report, stem)
     logger.info("\n" + markdown)
     logger.info(f"report written to {report['markdown']}, {report['json']}, {report['plot']}")
+    if report["packages"].get("student"):
+        logger.info(f"student model package: {report['packages']['student']}")
     return report
 
 
@@ -170,6 +176,10 @@ def write_files(report, stem, note=""):
         text.append(f"- baseline learning rate (best on validation, per seed): "
                     f"{[r.get('baseline_learning_rate') for r in runs]} of "
                     f"{[s['learning_rate'] for s in searches[0]]}")
+    for name, path in (report.get("packages") or {}).items():
+        text.append(f"- model package ({name}): `{path}`"
+                    + (" (serve it: `hetcomp-recommend PACKAGE --user <token>`)"
+                       if name == "student" else ""))
     markdown = "\n".join(text) + "\n"
     report = dict(report, markdown=stem + ".report.md", json=stem + ".report.json",
                   plot=stem + ".png")

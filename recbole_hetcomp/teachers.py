@@ -123,6 +123,7 @@ def record_teacher(config, split, logger):
     store, path = store_path(config, split)
     trajectory = Trajectory(rankings, observed, manifest)
     store.save(path, trajectory)
+    trajectory.model = model
     logger.info(set_color(f"[{config['model']}] trajectory stored in {path} (snapshot epochs "
                           f"{manifest['snapshot_epochs']}, recording took "
                           f"{result['record_seconds']:.2f}s of {result['train_seconds']:.1f}s)",

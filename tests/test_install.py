@@ -1,14 +1,18 @@
-"""A built wheel, installed in a fresh virtual environment outside the checkout, finds properties/."""
+"""A built wheel, installed in a fresh virtual environment outside the checkout, finds
+properties/ and its hetcomp-recommend serves a model package."""
 
 import os
 import subprocess
 import sys
+import json
 import textwrap
+
+from recbole_hetcomp.quick_start import run_hetcomp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_installed_wheel_reads_its_properties(tmp_path):
+def test_installed_wheel_reads_its_properties_and_serves_a_package(tiny, tmp_path):
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(wheels), ROOT], check=True, cwd=tmp_path)
@@ -37,3 +41,12 @@ def test_installed_wheel_reads_its_properties(tmp_path):
     assert "site-packages" in package_dir and not package_dir.startswith(ROOT)
     assert cml_yaml.startswith(package_dir) and os.path.isfile(cml_yaml)
     assert values.split()[1] == "100"
+
+    # a package written by this checkout, served by the installed console script
+    _, base = tiny
+    package = run_hetcomp("BPR", "tiny", config_dict={**base, "epochs": 1,
+                                                      "record_trajectory": False})["package"]
+    served = subprocess.run([str(venv / "bin" / "hetcomp-recommend"), package, "--user", "u1",
+                             "--k", "4"], cwd=work, env=env, check=True, capture_output=True,
+                            text=True).stdout
+    assert len(json.loads(served)["items"]) == 4

@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -54,6 +54,9 @@ class Trajectory:
     rankings: np.ndarray  # (C, U, M)
     observed: np.ndarray  # (U, M)
     manifest: dict
+    #: The trained teacher when it was trained in this run (never stored: the store keeps
+    #: rankings only), so that it can be packaged (``export_teachers``).
+    model: object = field(default=None, repr=False, compare=False)
 
     @property
     def teacher(self):

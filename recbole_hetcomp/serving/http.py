@@ -1,0 +1,132 @@
+"""``hetcomp-serve``: the Recommender behind a small JSON HTTP endpoint (standard library).
+
+    GET /recommend?user=196&k=10[&exclude_known=false]   -> {"user", "fallback", "items": [...]}
+    GET /similar?item=50&k=10                            -> {"item", "items": [...]}
+    GET /healthz                                         -> {"status": "ok", "model", ...}
+
+Threads serve connections (HTTP/1.1 keep-alive); every request is answered, a bad one with a
+4xx and a JSON error, a failure of ours with a 500: no request can stop the server.
+"""
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from recbole_hetcomp.errors import HetCompError
+
+MAX_K = 1000
+log = logging.getLogger("hetcomp-serve")
+
+
+class BadRequest(Exception):
+    """A request we answer with 400 and its message."""
+
+
+def make_server(recommender, host="127.0.0.1", port=8080, quiet=True):
+    """A ThreadingHTTPServer serving ``recommender`` (call ``serve_forever`` on it)."""
+
+    class Handler(_Handler):
+        rec = recommender
+        log_requests = not quiet
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    return server
+
+
+def serve_in_thread(recommender, host="127.0.0.1", port=0):
+    """Start a server in a background thread (tests, benchmarks); returns (server, url)."""
+    server = make_server(recommender, host, port)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, f"http://{host}:{server.server_address[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse their connection
+    rec = None
+    log_requests = False
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        try:
+            url = urlsplit(self.path)
+            query = parse_qs(url.query, keep_blank_values=True)
+            if url.path == "/healthz":
+                body = {"status": "ok", "model": self.rec.card.get("model"),
+                        "dataset": self.rec.card.get("dataset"), "users": self.rec.n_users,
+                        "items": self.rec.n_items}
+            elif url.path == "/recommend":
+                user = _one(query, "user")
+                k = _int(query, "k", 10)
+                exclude = _bool(query, "exclude_known", True)
+                body = self.rec.recommend([user], k=k, exclude_known=exclude)[0].as_dict()
+            elif url.path == "/similar":
+                item = _one(query, "item")
+                k = _int(query, "k", 10)
+                pairs = self.rec.similar_items([item], k=k)[0]
+                body = {"item": item, "items": [{"item": t, "score": s} for t, s in pairs]}
+            else:
+                return self._send(404, {"error": f"no such endpoint {url.path}: use /recommend, "
+                                                 "/similar or /healthz"})
+        except (BadRequest, HetCompError) as exc:
+            return self._send(400, {"error": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - a bug of ours must not stop the server
+            log.exception("request failed")
+            return self._send(500, {"error": f"internal error ({type(exc).__name__})"})
+        return self._send(200, body)
+
+    def do_POST(self):  # noqa: N802
+        self._refuse()
+
+    do_PUT = do_DELETE = do_PATCH = do_POST
+
+    def _refuse(self):
+        length = self.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) <= 1 << 20:
+            self.rfile.read(int(length))  # drain the body so the connection stays usable
+        else:
+            self.close_connection = True
+        self._send(405, {"error": "only GET is supported"})
+
+    def _send(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format, *args):  # noqa: A002 - http.server's signature
+        if self.log_requests:
+            log.info("%s %s", self.address_string(), format % args)
+
+
+def _one(query, name):
+    values = query.get(name)
+    if not values or not values[0]:
+        raise BadRequest(f"missing query parameter '{name}'")
+    if len(values) > 1:
+        raise BadRequest(f"give '{name}' once")
+    return values[0]
+
+
+def _int(query, name, default):
+    values = query.get(name)
+    if not values:
+        return default
+    text = values[0]
+    if not text.isdigit() or not 1 <= int(text) <= MAX_K:
+        raise BadRequest(f"'{name}' must be an integer from 1 to {MAX_K}, got {text!r}")
+    return int(text)
+
+
+def _bool(query, name, default):
+    values = query.get(name)
+    if not values:
+        return default
+    text = values[0].lower()
+    if text not in ("true", "false", "1", "0"):
+        raise BadRequest(f"'{name}' must be true or false, got {values[0]!r}")
+    return text in ("true", "1")

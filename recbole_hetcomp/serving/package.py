@@ -1,0 +1,281 @@
+"""The model package: a trained model as a directory that is safe to load and needs no dataset.
+
+    <checkpoint_dir>/<Model>-<dataset>-<YYYYmmdd-HHMMSS>/
+        manifest.json       format, version, and the size and sha256 of every other file
+        model_card.json     model class, sizes, config to rebuild it, report row, split
+                            fingerprint, versions, what each file holds
+        weights.pt          the model's state_dict (and tensor-valued other parameters): plain
+                            tensors only, read with torch.load(weights_only=True)
+        user_tokens.json    internal user id -> the dataset's user token (index 0: [PAD])
+        item_tokens.json    internal item id -> the dataset's item token
+        known_indptr.npy    CSR of each user's known items (every interaction of the filtered
+        known_indices.npy   dataset: train, valid and test), for exclusion at serving time
+        user_factors.npy    factorised scorer (``factors.py``), when the model has one:
+        item_factors.npy    score(u, i) = user_factors[u] . item_factors[i]
+        item_bias.npy         + item_bias[i] + user_bias[u]   (the biases are optional)
+        user_bias.npy
+        index.faiss         optional exact inner-product index of the items (``index.py``)
+
+Nothing here executes code when loaded: JSON, ``.npy`` read with ``allow_pickle=False``,
+tensors read with ``weights_only=True``, and faiss's own index format. The package is staged in
+a temporary directory beside its destination and renamed into place, so a reader never sees
+half of one; ``read_package`` checks every file against the manifest before using it.
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import torch
+
+from recbole_hetcomp.errors import HetCompError
+
+FORMAT = "recbole-hetcomp-model-package"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CARD = "model_card.json"
+WEIGHTS = "weights.pt"
+FACTOR_FILES = ("user_factors.npy", "item_factors.npy", "item_bias.npy", "user_bias.npy")
+INDEX = "index.faiss"
+
+KNOWN_ITEMS_NOTE = ("every interaction of the filtered dataset (train, valid and test): what a "
+                    "user has already seen when the model serves them")
+
+
+class PackageError(HetCompError):
+    """A package that is missing, corrupt, truncated, tampered with or not a model package."""
+
+
+# --- writing ---------------------------------------------------------------------------------
+def package_name(model_name, dataset, when=None):
+    when = when or datetime.datetime.now()
+    return f"{model_name}-{dataset}-{when.strftime('%Y%m%d-%H%M%S')}"
+
+
+def write_package(root, model, dataset, card, factors=None, index_bytes=None, name=None):
+    """Write a package for ``model`` under ``root``; returns its path.
+
+    Parameters
+    ----------
+    root : str
+        Directory the package goes in (``checkpoint_dir``).
+    model : recbole AbstractRecommender
+        The trained model (its best state).
+    dataset : recbole Dataset
+        The whole filtered dataset (tokens and every user's known items).
+    card : dict
+        The model card's content (``card.model_card``); format fields are added here.
+    factors : tuple, optional
+        (P, Q, item_bias, user_bias) CPU tensors from ``factors.serving_factors``.
+    index_bytes : bytes, optional
+        A serialised faiss index of the item factors.
+    """
+    name = name or package_name(card["model"], card["dataset"])
+    os.makedirs(root, exist_ok=True)
+    final = _free_path(os.path.join(root, name))
+    stage = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.", suffix=".partial", dir=root)
+    try:
+        files = _write_contents(stage, model, dataset, factors, index_bytes)
+        card = dict(card, format=FORMAT, format_version=FORMAT_VERSION,
+                    package=os.path.basename(final), files=files,
+                    known_items=KNOWN_ITEMS_NOTE)
+        _write_json(os.path.join(stage, CARD), card)
+        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                    "files": {f: _file_entry(os.path.join(stage, f))
+                              for f in sorted(os.listdir(stage))}}
+        _write_json(os.path.join(stage, MANIFEST), manifest)
+        for entry in os.listdir(stage):
+            with open(os.path.join(stage, entry), "rb+") as f:
+                os.fsync(f.fileno())
+        os.chmod(stage, 0o755)
+        os.rename(stage, final)  # atomic on one filesystem; refuses to replace a directory
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return final
+
+
+def _free_path(path):
+    # Two packages of one model and dataset in the same second get -2, -3, ...
+    candidate, n = path, 1
+    while os.path.exists(candidate):
+        n += 1
+        candidate = f"{path}-{n}"
+    return candidate
+
+
+def _write_contents(stage, model, dataset, factors, index_bytes):
+    """Write everything but the card and manifest; returns {file: what it holds}."""
+    files = {}
+    torch.save(_plain_state(model), os.path.join(stage, WEIGHTS))
+    files[WEIGHTS] = "state_dict of the model (torch.load(..., weights_only=True))"
+    uid, iid = dataset.uid_field, dataset.iid_field
+    _write_json(os.path.join(stage, "user_tokens.json"),
+                [str(t) for t in dataset.field2id_token[uid]])
+    _write_json(os.path.join(stage, "item_tokens.json"),
+                [str(t) for t in dataset.field2id_token[iid]])
+    files["user_tokens.json"] = "internal user id -> user token"
+    files["item_tokens.json"] = "internal item id -> item token"
+    indptr, indices = known_items_csr(dataset)
+    np.save(os.path.join(stage, "known_indptr.npy"), indptr)
+    np.save(os.path.join(stage, "known_indices.npy"), indices)
+    files["known_indptr.npy"] = "CSR row pointers of each user's known items (int64)"
+    files["known_indices.npy"] = "CSR item ids of each user's known items (int64, sorted)"
+    if factors is not None:
+        for filename, tensor in zip(FACTOR_FILES, factors):
+            if tensor is not None:
+                np.save(os.path.join(stage, filename),
+                        tensor.detach().cpu().float().numpy())
+                files[filename] = "factorised scorer part (float32)"
+    if index_bytes is not None:
+        with open(os.path.join(stage, INDEX), "wb") as f:
+            f.write(index_bytes)
+        files[INDEX] = "faiss IndexFlatIP over [item_factors, item_bias] (exact)"
+    return files
+
+
+def known_items_csr(dataset):
+    """(indptr, indices): each user's distinct items over the whole dataset, sorted by id."""
+    users = dataset.inter_feat[dataset.uid_field].numpy().astype(np.int64)
+    items = dataset.inter_feat[dataset.iid_field].numpy().astype(np.int64)
+    pairs = np.unique(users * dataset.item_num + items)
+    users, items = pairs // dataset.item_num, pairs % dataset.item_num
+    indptr = np.zeros(dataset.user_num + 1, dtype=np.int64)
+    np.cumsum(np.bincount(users, minlength=dataset.user_num), out=indptr[1:])
+    return indptr, items.astype(np.int64)
+
+
+def _plain_state(model):
+    """The model's state as a flat dict of tensors (what weights_only=True reads)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    other = model.other_parameter() if hasattr(model, "other_parameter") else None
+    for key, value in (other or {}).items():
+        # Tensor-valued caches (LightGCN's propagated embeddings, EASE's item similarity) are
+        # kept as tensors; anything else (scipy matrices) is rebuilt by the model's __init__.
+        if isinstance(value, torch.Tensor) and value.layout == torch.strided:
+            state[f"__other__.{key}"] = value.detach().cpu()
+        elif isinstance(value, np.ndarray) and value.dtype != object:
+            state[f"__other__.{key}"] = torch.from_numpy(np.ascontiguousarray(value))
+    return state
+
+
+def _write_json(path, value):
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        json.dump(value, f, indent=1, default=_json_default)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)
+
+
+def _file_entry(path):
+    return {"bytes": os.path.getsize(path), "sha256": _sha256(path)}
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- reading ---------------------------------------------------------------------------------
+def read_manifest(path):
+    """The verified manifest of the package at ``path`` (every file's size and sha256 checked).
+
+    Raises PackageError naming what is wrong: not a directory, no manifest (foreign), another
+    format, a file missing, truncated, or whose content does not match its hash.
+    """
+    if not os.path.isdir(path):
+        raise PackageError(f"no model package at '{path}': give the directory the run's report "
+                           "names (under checkpoint_dir, e.g. saved/HetCompStudent-ml-100k-...)")
+    manifest = _read_json(path, MANIFEST, what="manifest")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise PackageError(f"'{path}' is not a recbole-hetcomp model package (its manifest "
+                           "does not name the format)")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise PackageError(f"'{path}' is a version {manifest.get('format_version')} package; "
+                           f"this recbole-hetcomp reads version {FORMAT_VERSION}: upgrade it")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or CARD not in files:
+        raise PackageError(f"'{path}': the manifest lists no model card; the package is damaged")
+    for name, entry in files.items():
+        if not isinstance(name, str) or os.path.basename(name) != name or name.startswith("."):
+            raise PackageError(f"'{path}': the manifest names a file outside the package "
+                               f"({name!r}); refusing it")
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            raise PackageError(f"'{path}' is incomplete: {name} is missing")
+        size = os.path.getsize(file)
+        if not isinstance(entry, dict) or size != entry.get("bytes"):
+            raise PackageError(f"'{path}' is truncated or altered: {name} has {size} bytes, "
+                               f"the manifest says {entry.get('bytes') if isinstance(entry, dict) else '?'}")
+        if _sha256(file) != entry.get("sha256"):
+            raise PackageError(f"'{path}' is corrupt or was modified: {name} does not match its "
+                               "sha256 in the manifest")
+    return manifest
+
+
+def read_card(path, verify=True):
+    """The model card of the package at ``path`` (after ``read_manifest`` when ``verify``)."""
+    if verify:
+        read_manifest(path)
+    card = _read_json(path, CARD, what="model card")
+    if not isinstance(card, dict) or card.get("format") != FORMAT:
+        raise PackageError(f"'{path}': the model card is not a recbole-hetcomp model card")
+    return card
+
+
+def read_array(path, name, dtype_kind, ndim):
+    """``name`` (.npy) of the package, never unpickled, with its dtype kind and rank checked."""
+    try:
+        array = np.load(os.path.join(path, name), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise PackageError(f"'{path}': {name} is not a valid array file ({exc})") from None
+    if array.dtype.kind not in dtype_kind or array.ndim != ndim:
+        raise PackageError(f"'{path}': {name} holds {array.dtype} with {array.ndim} dimensions, "
+                           f"not what a package holds")
+    return array
+
+
+def read_tokens(path, name, expected):
+    tokens = _read_json(path, name, what=name)
+    if (not isinstance(tokens, list) or len(tokens) != expected
+            or not all(isinstance(t, str) for t in tokens)):
+        raise PackageError(f"'{path}': {name} does not hold {expected} tokens")
+    return tokens
+
+
+def read_weights(path):
+    """The package's state dict, read with ``weights_only=True`` (tensors, never code)."""
+    try:
+        state = torch.load(os.path.join(path, WEIGHTS), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user-facing error
+        raise PackageError(f"'{path}': {WEIGHTS} cannot be read as plain tensors "
+                           f"({type(exc).__name__}); the package is damaged") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise PackageError(f"'{path}': {WEIGHTS} is not a state dict of tensors")
+    return state
+
+
+def _read_json(path, name, what):
+    file = os.path.join(path, name)
+    if not os.path.isfile(file):
+        raise PackageError(f"'{path}' is not a recbole-hetcomp model package (no {name})")
+    try:
+        with open(file, encoding="utf-8") as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError):
+        raise PackageError(f"'{path}': the {what} ({name}) is not valid JSON; the package is "
+                           "damaged") from None

@@ -1,0 +1,50 @@
+"""``load_data_and_model``: RecBole's function of that name, for a model package.
+
+RecBole's own unpickles a checkpoint holding the whole Config (code runs on load; torch >= 2.6
+refuses it without ``weights_only=False``). Here the Config is rebuilt from the model card's
+JSON keys, the dataset from its atomic files (``data.split``), and the weights are read with
+``weights_only=True``.
+"""
+
+from logging import getLogger
+
+import numpy as np
+
+from recbole_hetcomp.serving.package import PackageError, read_card, read_weights
+
+
+def load_data_and_model(path):
+    """(config, model, dataset, train_data, valid_data, test_data) of a package, as RecBole.
+
+    The dataset must be where the card says (``data_path``) and give the split the model was
+    trained on (its fingerprint is compared); the model is in evaluation mode.
+    """
+    from recbole_hetcomp.config import Config
+    from recbole_hetcomp.data.split import build_split, make_loaders
+    from recbole_hetcomp.registry import get_model
+
+    card = read_card(path)
+    state = read_weights(path)
+    config = Config(model=card["model"], dataset=card["dataset"], inherited=card["config"])
+    split = build_split(config, getLogger())
+    if split.fingerprint != card.get("split_fingerprint"):
+        raise PackageError(f"the dataset '{card['dataset']}' at {config['data_path']} no longer "
+                           "gives the split this model was trained on (fingerprints differ)")
+    train_data, valid_data, test_data = make_loaders(config, split)
+    model = get_model(card["model"])(config, split.train).to(config["device"])
+    other = {k[len("__other__."):]: v for k, v in state.items() if k.startswith("__other__.")}
+    weights = {k: v for k, v in state.items() if not k.startswith("__other__.")}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise PackageError(f"'{path}': its weights do not fit {card['model']} (missing "
+                           f"{missing[:3]}, unexpected {unexpected[:3]})")
+    for key, value in other.items():
+        current = getattr(model, key, None)
+        # Give each cache back the type the model keeps it as (numpy or a tensor on its device).
+        setattr(model, key, value.numpy() if isinstance(current, np.ndarray)
+                else value.to(config["device"]))
+    model.eval()
+    return config, model, split.dataset, train_data, valid_data, test_data
+
+
+__all__ = ["load_data_and_model"]

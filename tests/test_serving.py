@@ -1,0 +1,368 @@
+"""Model packages and serving: export, safe loading, Recommender, CLI, faiss index, HTTP."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from recbole.data.interaction import Interaction
+
+import recbole_hetcomp.pipeline as pipeline
+from conftest import write_tiny_dataset
+from recbole_hetcomp.errors import HetCompError
+from recbole_hetcomp.quick_start import run_hetcomp
+from recbole_hetcomp.serving import PackageError, Recommender, load_data_and_model
+from recbole_hetcomp.serving.cli import recommend_main
+from recbole_hetcomp.serving.http import serve_in_thread
+from recbole_hetcomp.serving.package import MANIFEST, _sha256, read_weights
+from recbole_hetcomp.serving.recommender import topk_by_id
+
+try:
+    import faiss  # noqa: F401
+    HAVE_FAISS = True
+except ImportError:
+    HAVE_FAISS = False
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny pipeline run that packages everything, with the models' own scores captured at
+    the moment they were exported (the reference every loaded package is held to)."""
+    tmp = tmp_path_factory.mktemp("serving")
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    write_tiny_dataset(str(tmp / "data"))
+    config = {"data_path": str(tmp / "data"), "use_gpu": False, "show_progress": False,
+              "state": "ERROR", "checkpoint_dir": str(tmp / "saved"),
+              "trajectory_dir": str(tmp / "traj"), "train_batch_size": 256, "epochs": 3,
+              "eval_step": 1, "trajectory_topk": 10, "teachers": ["BPR", "CML", "MultiVAE"],
+              "kc_period": 1, "hetcomp_k": 10, "hetcomp_l": 3, "discrepancy_n": 5,
+              "embedding_size": 4, "teacher_config": {"default": {"epochs": 2}},
+              "export_teachers": True, "export_index": HAVE_FAISS}
+    captured = {}
+    real = pipeline.export_model
+
+    def spy(model, mconfig, split, logger, **kwargs):
+        users = torch.arange(split.n_users)
+        with torch.no_grad():
+            model.eval()
+            scores = model.full_sort_predict(Interaction({model.USER_ID: users}))
+        path = real(model, mconfig, split, logger, **kwargs)
+        captured[path] = scores.view(split.n_users, -1).numpy().copy()
+        return path
+
+    pipeline.export_model = spy
+    try:
+        report = run_hetcomp("HetCompStudent", "tiny", config_dict=config)
+    finally:
+        pipeline.export_model = real
+        os.chdir(cwd)
+    return {"report": report, "scores": captured, "data": str(tmp / "data"), "tmp": tmp}
+
+
+def student_path(run):
+    return run["report"]["packages"]["student"]
+
+
+def known_items(data_dir):
+    """user token -> item tokens of every interaction in the .inter file (the spec's 'known')."""
+    known = {}
+    with open(os.path.join(data_dir, "tiny", "tiny.inter")) as f:
+        next(f)
+        for line in f:
+            user, item = line.split("\t")[:2]
+            known.setdefault(user, set()).add(item)
+    return known
+
+
+def test_report_names_every_package_and_cards_describe_them(run):
+    report = run["report"]
+    assert set(report["packages"]) == {"BPR", "CML", "MultiVAE", "baseline", "student"}
+    assert os.path.basename(student_path(run)).startswith("HetCompStudent-tiny-")
+    assert student_path(run) in open(report["markdown"]).read()
+    card = json.load(open(os.path.join(student_path(run), "model_card.json")))
+    assert card["model"] == "HetCompStudent" and card["sizes"]["embedding_size"] == 4
+    assert card["split_fingerprint"] == report["split_fingerprint"]
+    assert card["report_row"]["model"] == "HetCompStudent"
+    assert card["serving"]["factorised"] and card["config"]["embedding_size"] == 4
+    assert {"recbole", "torch", "recbole_hetcomp"} <= set(card["versions"])
+    assert not [p for p in os.listdir(os.path.dirname(student_path(run))) if p.startswith(".")]
+
+
+def test_loaded_in_a_fresh_process_scores_equal_the_trained_model(run):
+    path = student_path(run)
+    out = run["tmp"] / "scores.npy"
+    probe = textwrap.dedent(f"""
+        import numpy as np, sys
+        from recbole_hetcomp.serving import Recommender
+        rec = Recommender.load({path!r})
+        np.save({str(out)!r}, rec.scores(np.arange(rec.n_users + 1)).numpy())
+        print("torch.load" in sys.modules and "no", "recbole.data.dataset" in sys.modules)
+    """)
+    printed = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
+                             text=True).stdout.split()
+    assert printed[-1] == "False"  # no RecBole dataset was built to serve
+    np.testing.assert_allclose(np.load(out), run["scores"][path], rtol=1e-6, atol=1e-6)
+
+
+def test_recommendations_are_the_brute_force_topk_without_known_items(run):
+    rec = Recommender.load(student_path(run), use_index=False)
+    scores = run["scores"][student_path(run)]
+    known = known_items(run["data"])
+    users = rec.user_tokens[1:]
+    got = rec.recommend(users, k=7)
+    for user, recs in zip(users, got):
+        uid = rec.user_tokens.index(user)
+        # the spec: every real item the user has not interacted with, by score, ties by id
+        candidates = [i for i in range(1, len(rec.item_tokens))
+                      if rec.item_tokens[i] not in known[user]]
+        expected = sorted(candidates, key=lambda i: (-scores[uid, i], i))[:7]
+        assert [t for t, _ in recs] == [rec.item_tokens[i] for i in expected]
+        assert not recs.fallback and not ({t for t, _ in recs} & known[user])
+        np.testing.assert_allclose([s for _, s in recs], scores[uid, expected], rtol=1e-6)
+    with_known = rec.recommend(users[:1], k=5, exclude_known=False)[0]
+    uid = rec.user_tokens.index(users[0])
+    assert [t for t, _ in with_known] == [
+        rec.item_tokens[i] for i in sorted(range(1, len(rec.item_tokens)),
+                                           key=lambda i: (-scores[uid, i], i))[:5]]
+
+
+def test_topk_breaks_ties_by_lower_id():
+    scores = torch.tensor([[1.0, 3.0, 3.0, -0.0, 0.0, -torch.inf, 3.0],
+                           [-2.0, -1.0, -1.0, -3.0, -1.0, -2.0, -torch.inf]])
+    values, ids = topk_by_id(scores, 5)
+    for row, top in zip(scores.tolist(), ids.tolist()):
+        assert top == sorted(range(len(row)), key=lambda i: (-row[i], i))[:5]
+    assert values[0].tolist() == [3.0, 3.0, 3.0, 1.0, 0.0]
+    big = torch.randint(0, 5, (3, 1000)).float() / 4 - 0.5  # many ties, both signs
+    _, ids = topk_by_id(big, 100)
+    for row, top in zip(big.tolist(), ids.tolist()):
+        assert top == sorted(range(1000), key=lambda i: (-row[i], i))[:100]
+
+
+def test_unknown_user_falls_back_to_popular_items_flagged(run):
+    rec = Recommender.load(student_path(run))
+    known, fallback = rec.recommend(["u1", "nobody-knows-me"], k=4)
+    assert not known.fallback and fallback.fallback and fallback.user == "nobody-knows-me"
+    counts = {}
+    for items in known_items(run["data"]).values():
+        for item in items:
+            counts[item] = counts.get(item, 0) + 1
+    expected = sorted(counts, key=lambda t: (-counts[t], rec.item_tokens.index(t)))[:4]
+    assert [t for t, _ in fallback] == expected
+    assert [s for _, s in fallback] == [counts[t] for t in expected]
+    batch = rec.topk(["u1", "nobody-knows-me"], k=4)
+    assert batch.fallback.tolist() == [False, True] and batch.items.shape == (2, 4)
+
+
+def test_k_larger_than_the_catalogue(run):
+    rec = Recommender.load(student_path(run))
+    known = known_items(run["data"])
+    (got,) = rec.recommend(["u1"], k=10_000)
+    assert len(got) == rec.n_items - len(known["u1"])  # every item the user has not seen
+    (everything,) = rec.recommend(["u1"], k=10_000, exclude_known=False)
+    assert len(everything) == rec.n_items
+    batch = rec.topk(["u1", "u2"], k=10_000)
+    assert batch.items.shape == (2, rec.n_items)
+    assert batch.lengths.tolist() == [rec.n_items - len(known[u]) for u in ("u1", "u2")]
+    assert (batch.items[0, batch.lengths[0]:] == "").all()
+    with pytest.raises(HetCompError, match="k must be a positive integer"):
+        rec.recommend(["u1"], k=0)
+
+
+def test_similar_items(run):
+    rec = Recommender.load(student_path(run))
+    (similar,) = rec.similar_items(["i2"], k=5)
+    q = rec.factors[1].numpy()
+    unit = q / np.linalg.norm(q, axis=1, keepdims=True)
+    i2 = rec.item_tokens.index("i2")
+    sims = unit[1:] @ unit[i2]
+    expected = sorted((i for i in range(1, len(q)) if i != i2), key=lambda i: (-sims[i - 1], i))
+    assert [t for t, _ in similar] == [rec.item_tokens[i] for i in expected[:5]]
+    with pytest.raises(HetCompError, match="unknown item token 'nope'"):
+        rec.similar_items(["nope"])
+
+
+@pytest.mark.skipif(not HAVE_FAISS, reason="faiss-cpu not installed (the [serve] extra)")
+def test_faiss_index_gives_the_brute_force_lists(run):
+    path = student_path(run)
+    indexed, brute = Recommender.load(path), Recommender.load(path, use_index=False)
+    assert indexed.index is not None and brute.index is None
+    users = indexed.user_tokens[1:] + ["stranger"]
+    for k in (1, 5, 25, 10_000):
+        for exclude in (True, False):
+            a = indexed.topk(users, k, exclude)
+            b = brute.topk(users, k, exclude)
+            assert (a.items == b.items).all() and (a.lengths == b.lengths).all()
+            np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-6)
+    assert indexed.index_redone < len(users)  # the index answered (not only its fallback)
+
+
+def test_export_index_without_faiss_is_one_clear_line(tiny, monkeypatch):
+    _, base = tiny
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss -> ImportError
+    with pytest.raises(HetCompError, match=r'pip install "recbole-hetcomp\[serve\]"'):
+        run_hetcomp("BPR", "tiny", config_dict={**base, "export_index": True})
+    assert not os.path.exists(base["checkpoint_dir"]) or not os.listdir(base["checkpoint_dir"])
+
+
+def test_teacher_packages_rebuild_with_load_data_and_model(run):
+    for name in ("BPR", "CML", "MultiVAE", "student"):
+        path = run["report"]["packages"][name]
+        config, model, dataset, train, valid, test = load_data_and_model(path)
+        users = torch.arange(dataset.user_num)
+        with torch.no_grad():
+            scores = model.full_sort_predict(Interaction({model.USER_ID: users}))
+        np.testing.assert_allclose(scores.view(dataset.user_num, -1).numpy(),
+                                   run["scores"][path], rtol=1e-5, atol=1e-5)
+        assert len(test.dataset) > 0 and config["model"] == json.load(
+            open(os.path.join(path, "model_card.json")))["model"]
+    with pytest.raises(PackageError, match="no factorised serving form"):
+        Recommender.load(run["report"]["packages"]["MultiVAE"])
+    cml = Recommender.load(run["report"]["packages"]["CML"])  # biased factorised form
+    np.testing.assert_allclose(cml.scores(np.arange(cml.n_users + 1)).numpy(),
+                               run["scores"][run["report"]["packages"]["CML"]], rtol=1e-5,
+                               atol=1e-5)
+
+
+# --- refusing bad packages --------------------------------------------------------------------
+def _copy(run, tmp_path):
+    import shutil
+
+    target = tmp_path / "pkg"
+    shutil.copytree(student_path(run), target)
+    return str(target)
+
+
+def _cli_error(capsys, *argv):
+    assert recommend_main(list(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    return err
+
+
+def test_corrupt_truncated_tampered_and_foreign_packages_are_refused(run, tmp_path, capsys):
+    path = _copy(run, tmp_path)
+    factors = os.path.join(path, "item_factors.npy")
+    original = open(factors, "rb").read()
+
+    open(factors, "wb").write(original[:-8])  # truncated
+    assert "truncated" in _cli_error(capsys, path, "--user", "u1")
+    flipped = bytearray(original)
+    flipped[-1] ^= 1
+    open(factors, "wb").write(bytes(flipped))  # same size, one bit changed
+    assert "does not match its sha256" in _cli_error(capsys, path, "--user", "u1")
+    open(factors, "wb").write(original)
+    os.remove(os.path.join(path, "user_tokens.json"))
+    assert "user_tokens.json is missing" in _cli_error(capsys, path, "--user", "u1")
+    os.remove(os.path.join(path, MANIFEST))
+    assert "not a recbole-hetcomp model package" in _cli_error(capsys, path, "--user", "u1")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / MANIFEST).write_text(json.dumps({"format": "something-else"}))
+    assert "not a recbole-hetcomp model package" in _cli_error(capsys, str(foreign), "--info")
+    assert "no model package at" in _cli_error(capsys, str(tmp_path / "nowhere"), "--user", "1")
+    assert "--k" in _cli_error(capsys, student_path(run), "--user", "u1", "--k", "ten")
+    assert "no users given" in _cli_error(capsys, student_path(run))
+
+
+def test_a_pickle_in_the_weights_never_runs_even_with_a_matching_manifest(run, tmp_path):
+    path = _copy(run, tmp_path)
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    weights = os.path.join(path, "weights.pt")
+    with open(weights, "wb") as f:
+        pickle.dump({"user_embedding.weight": Payload()}, f)
+    manifest = json.load(open(os.path.join(path, MANIFEST)))
+    manifest["files"]["weights.pt"] = {"bytes": os.path.getsize(weights),
+                                       "sha256": _sha256(weights)}
+    json.dump(manifest, open(os.path.join(path, MANIFEST), "w"))
+    with pytest.raises(PackageError, match="cannot be read as plain tensors"):
+        read_weights(path)
+    with pytest.raises(PackageError):
+        load_data_and_model(path)
+    assert not marker.exists()
+
+
+def test_a_manifest_cannot_point_outside_the_package(run, tmp_path):
+    path = _copy(run, tmp_path)
+    manifest = json.load(open(os.path.join(path, MANIFEST)))
+    manifest["files"]["../elsewhere.json"] = {"bytes": 1, "sha256": "0"}
+    json.dump(manifest, open(os.path.join(path, MANIFEST), "w"))
+    with pytest.raises(PackageError, match="outside the package"):
+        Recommender.load(path)
+
+
+def test_a_failed_export_leaves_nothing_behind(tiny, monkeypatch):
+    _, base = tiny
+    import recbole_hetcomp.serving.package as package
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(package.np, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        run_hetcomp("BPR", "tiny", config_dict={**base, "record_trajectory": False})
+    assert os.listdir(base["checkpoint_dir"]) == []  # no package, no staging directory
+
+
+# --- command line and HTTP --------------------------------------------------------------------
+def test_cli_prints_one_line_per_user(run, capsys, tmp_path):
+    users = tmp_path / "users.txt"
+    users.write_text("u2\nu3\n")
+    assert recommend_main([student_path(run), "--user", "u1", "--users-file", str(users),
+                           "--k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["user"] for line in lines] == ["u1", "u2", "u3"]
+    assert all(len(json.loads(line)["items"]) == 3 for line in lines)
+    assert recommend_main([student_path(run), "--user", "u1", "--format", "tsv"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.split("\t")[0] == "u1" and len(line.split("\t")) == 11
+    assert recommend_main([student_path(run), "--info"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "HetCompStudent"
+
+
+def _get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_http_endpoint_answers_rejects_bad_input_and_keeps_serving(run):
+    rec = Recommender.load(student_path(run))
+    server, url = serve_in_thread(rec)
+    try:
+        status, body = _get(f"{url}/healthz")
+        assert status == 200 and body["status"] == "ok" and body["items"] == rec.n_items
+        status, body = _get(f"{url}/recommend?user=u1&k=3")
+        assert status == 200 and body == rec.recommend(["u1"], k=3)[0].as_dict()
+        for bad in ("/recommend", "/recommend?user=u1&k=0", "/recommend?user=u1&k=abc",
+                    "/recommend?user=u1&user=u2", "/recommend?user=u1&exclude_known=maybe",
+                    "/similar?item=not-an-item", "/recommend?user=u1&k=99999999999999999999"):
+            status, body = _get(url + bad)
+            assert status == 400 and body["error"], bad
+        assert _get(f"{url}/nowhere")[0] == 404
+        request = urllib.request.Request(f"{url}/recommend", data=b"{}", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 405
+        status, body = _get(f"{url}/recommend?user=stranger&k=2")
+        assert status == 200 and body["fallback"] is True  # still serving, fallback flagged
+        status, body = _get(f"{url}/similar?item=i2&k=2")
+        assert status == 200 and len(body["items"]) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
