@@ -128,13 +128,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000,
                         help="requests per latency measurement (default: %(default)s)")
-    parser.add_argument("--out", default=None, help="also write the report here")
+    parser.add_argument("--out", default=None, help="also write the report here")  # made absolute below (the run chdirs)
     parser.add_argument("--load-note", default="no other job running",
                         help="what else the machine was doing (goes in the report)")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--concurrency", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--users-file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.out:
+        args.out = os.path.abspath(args.out)
     if args.client:
         users = open(args.users_file).read().split()
         print(json.dumps(client(args.client, args.concurrency, args.requests, users, 10)))
