@@ -7,6 +7,7 @@ directory the same way, where they are written.
 """
 
 import contextlib
+import hashlib
 import os
 import tempfile
 
@@ -42,3 +43,13 @@ def write_text_atomically(path, text):
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
+
+
+def file_sha256(path):
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (manifests of the store and of
+    model packages)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -21,7 +21,8 @@ from recbole_hetcomp.quick_start import run_hetcomp
 from recbole_hetcomp.serving import PackageError, Recommender, load_data_and_model
 from recbole_hetcomp.serving.cli import recommend_main
 from recbole_hetcomp.serving.http import serve_in_thread
-from recbole_hetcomp.serving.package import MANIFEST, _sha256, read_weights
+from recbole_hetcomp.atomic import file_sha256
+from recbole_hetcomp.serving.package import MANIFEST, read_weights
 from recbole_hetcomp.serving.recommender import topk_by_id
 
 try:
@@ -286,7 +287,7 @@ def test_a_pickle_in_the_weights_never_runs_even_with_a_matching_manifest(run, t
         pickle.dump({"user_embedding.weight": Payload()}, f)
     manifest = json.load(open(os.path.join(path, MANIFEST)))
     manifest["files"]["weights.pt"] = {"bytes": os.path.getsize(weights),
-                                       "sha256": _sha256(weights)}
+                                       "sha256": file_sha256(weights)}
     json.dump(manifest, open(os.path.join(path, MANIFEST), "w"))
     with pytest.raises(PackageError, match="cannot be read as plain tensors"):
         read_weights(path)

@@ -23,7 +23,6 @@ half of one; ``read_package`` checks every file against the manifest before usin
 """
 
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ import tempfile
 import numpy as np
 import torch
 
+from recbole_hetcomp.atomic import file_sha256
 from recbole_hetcomp.errors import HetCompError
 
 FORMAT = "recbole-hetcomp-model-package"
@@ -179,15 +179,7 @@ def _json_default(value):
 
 
 def _file_entry(path):
-    return {"bytes": os.path.getsize(path), "sha256": _sha256(path)}
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return {"bytes": os.path.getsize(path), "sha256": file_sha256(path)}
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -221,7 +213,7 @@ def read_manifest(path):
         if not isinstance(entry, dict) or size != entry.get("bytes"):
             raise PackageError(f"'{path}' is truncated or altered: {name} has {size} bytes, "
                                f"the manifest says {entry.get('bytes') if isinstance(entry, dict) else '?'}")
-        if _sha256(file) != entry.get("sha256"):
+        if file_sha256(file) != entry.get("sha256"):
             raise PackageError(f"'{path}' is corrupt or was modified: {name} does not match its "
                                "sha256 in the manifest")
     return manifest

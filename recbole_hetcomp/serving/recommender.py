@@ -12,6 +12,7 @@ import torch
 
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.serving import index as faiss_index
+from recbole_hetcomp.serving.factors import factor_scores
 from recbole_hetcomp.serving.package import (FACTOR_FILES, INDEX, PackageError, read_array,
                                              read_card, read_tokens)
 
@@ -137,13 +138,7 @@ class Recommender:
     def scores(self, user_ids):
         """(B, n_items + 1) scores of internal user ids, as the model's full_sort_predict."""
         users = torch.as_tensor(np.asarray(user_ids, dtype=np.int64), device=self.device)
-        p, _, item_bias, user_bias = self.factors
-        out = p[users] @ self._items_t
-        if item_bias is not None:
-            out += item_bias
-        if user_bias is not None:
-            out += user_bias[users].unsqueeze(1)
-        return out
+        return factor_scores(self.factors, users, self._items_t)
 
     def recommend(self, users, k=10, exclude_known=True):
         """Top-``k`` items for each user token: a list of ``Recommendations``, one per user."""

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from recbole_hetcomp.atomic import file_sha256
+
 from recbole_hetcomp.errors import HetCompError
 
 FORMAT_VERSION = 1
@@ -37,14 +39,6 @@ class StoreError(HetCompError):
 def settings_hash(settings):
     text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -92,7 +86,7 @@ class TrajectoryStore:
                 file = os.path.join(tmp, f"{name}.npy")
                 np.save(file, array, allow_pickle=False)
                 files[f"{name}.npy"] = {"shape": list(array.shape), "dtype": str(array.dtype),
-                                        "bytes": os.path.getsize(file), "sha256": _sha256(file)}
+                                        "bytes": os.path.getsize(file), "sha256": file_sha256(file)}
             manifest = dict(trajectory.manifest, format=FORMAT_VERSION, files=files,
                             created=datetime.datetime.now(datetime.timezone.utc).isoformat())
             with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
@@ -162,7 +156,7 @@ class TrajectoryStore:
             expected = manifest.get("files", {}).get(f"{name}.npy")
             if expected is None or not os.path.isfile(file):
                 raise StoreError(f"store {path} lacks {name}.npy")
-            if os.path.getsize(file) != expected["bytes"] or _sha256(file) != expected["sha256"]:
+            if os.path.getsize(file) != expected["bytes"] or file_sha256(file) != expected["sha256"]:
                 raise StoreError(f"{file} is truncated or corrupt (size or checksum differs "
                                  "from the manifest)")
             try:
