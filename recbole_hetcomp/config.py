@@ -21,6 +21,7 @@ from recbole.utils.argument_list import (
     training_arguments,
 )
 
+from recbole_hetcomp.checks import check_dataset_name
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.registry import get_model
 
@@ -39,7 +40,8 @@ _MODEL_OWN = {"seed", "config_file"}
 #: This package's run-wide keys: the split, the trajectory store, the loaders' worker count.
 _PLUGIN_SHARED = ("split_seed", "drop_unseen_eval_items", "trajectory_dir", "trajectory_topk",
                   "trajectory_snapshots", "trajectory_fractions", "trajectory_batch_size",
-                  "trajectory_on_error", "save_checkpoint", "worker")
+                  "trajectory_on_error", "trajectory_keep_aside", "save_checkpoint",
+                  "worker")
 
 #: Keys every model of a run inherits from the run's Config.
 SHARED_KEYS = tuple(dict.fromkeys(
@@ -105,6 +107,9 @@ class Config(RecBoleConfig):
         self._cmd_args = list(cmd_args or [])
         self._inherited = dict(inherited or {})
         for path in config_file_list or []:
+            if os.path.isdir(path):
+                raise HetCompError(f"config file '{path}' is a directory: give YAML files in "
+                                   "--config_files")
             if not os.path.isfile(path):
                 raise HetCompError(f"config file '{path}' does not exist; check --config_files")
         try:
@@ -149,8 +154,17 @@ class Config(RecBoleConfig):
     def _load_config_files(self, file_list):
         merged = {}
         for path in file_list or []:
-            with open(path, "r", encoding="utf-8") as f:
-                loaded = yaml.load(f.read(), Loader=self.yaml_loader)
+            try:
+                with open(path, "r", encoding="utf-8") as f:
+                    loaded = yaml.load(f.read(), Loader=self.yaml_loader)
+            except UnicodeDecodeError:
+                raise HetCompError(f"config file '{path}' is not UTF-8 text: save it as UTF-8 "
+                                   "YAML") from None
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                where = f", line {mark.line + 1}" if mark else ""
+                raise HetCompError(f"malformed YAML in config file '{path}'{where}: "
+                                   f"{getattr(exc, 'problem', None) or exc}") from None
             if loaded is None:
                 continue
             if not isinstance(loaded, dict):
@@ -167,6 +181,7 @@ class Config(RecBoleConfig):
             dataset = self.external_config_dict.get("dataset")
             if dataset is None:
                 raise HetCompError("no dataset given: pass --dataset=<name>")
+        check_dataset_name(dataset)
         model_class = get_model(model) if isinstance(model, str) else model
         return model_class.__name__, model_class, dataset
 

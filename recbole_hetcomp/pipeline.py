@@ -13,6 +13,7 @@ import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
+from recbole_hetcomp.checks import baseline_rates
 from recbole_hetcomp.config import Config, inherited_keys
 from recbole_hetcomp.data.split import make_loaders
 from recbole_hetcomp.model.ensemble_ranker import EnsembleRanker
@@ -131,11 +132,7 @@ def train_baseline(config, split, seed, logger):
     tuned model rather than one trained at a rate chosen for distillation. Returns (result,
     model, config) of that rate.
     """
-    rates = config["baseline_learning_rates"] or [config["learning_rate"]]
-    rates = rates if isinstance(rates, (list, tuple)) else [rates]
-    if not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):
-        raise HetCompError(f"baseline_learning_rates must be positive numbers, e.g. "
-                           f"[0.001, 0.01]; got {rates}")
+    rates = baseline_rates(config)
     best, search, kept = None, [], None
     for rate in rates:
         bconfig = baseline_config(config, seed, rate)

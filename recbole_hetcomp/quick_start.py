@@ -13,6 +13,7 @@ import torch
 
 from recbole.utils import init_logger, set_color
 
+from recbole_hetcomp.checks import check_run, check_split
 from recbole_hetcomp.config import Config
 from recbole_hetcomp.data.split import build_split
 from recbole_hetcomp.errors import HetCompError
@@ -59,15 +60,17 @@ def run_hetcomp(model=None, dataset=None, config_file_list=None, config_dict=Non
     _init_logging(config)
     logger = getLogger()
     logger.info(config)
+    tconfigs = check_run(config, logger)  # every mistake the config shows, before any work
+    check_export_settings(config)
     threads = set_torch_threads(config["torch_threads"])
     logger.info(f"torch threads: {threads} (torch_threads: {config['torch_threads']})")
     split = build_split(config, logger)
+    check_split(config, split, tconfigs)
     if config["model"] == STUDENT:
         from recbole_hetcomp.pipeline import run_pipeline
 
         report = run_pipeline(config, split, logger)
         return dict(report, test_result=report["rows"][-1]["test_result"])
-    check_export_settings(config)
     if config["record_trajectory"]:
         trajectory = teacher_trajectory(config, split, logger)
         result = {k: trajectory.manifest[k] for k in (

@@ -91,12 +91,28 @@ def summary(rows, valid_metric, columns):
             out[f"{m} gain over baseline"] = (s - b) / b if b else None
             if ensemble:
                 e = ensemble["test_result"][m]
-                out[f"{m} share of gap recovered"] = (s - b) / (e - b) if e != b else None
+                out.update(_gap_share(m, s, b, e))
     if student and ensemble:
         out["inference speed-up vs ensemble"] = (ensemble["inference_ms_per_1000_users"]
                                                  / student["inference_ms_per_1000_users"])
         out["parameter ratio ensemble/student"] = ensemble["n_params"] / student["n_params"]
     return out
+
+
+def _gap_share(metric, s, b, e):
+    """The share of the baseline-to-ensemble gap the student closes, (s - b) / (e - b), with a
+    word wherever it leaves [0, 1]: a share is only meaningful when the ensemble beat the
+    baseline."""
+    key = f"{metric} share of gap recovered"
+    if e <= b:
+        return {key: f"none: the same-size baseline ({b:.4f}) matched or beat the ensemble "
+                     f"({e:.4f}), so there was no gap to recover"}
+    share = (s - b) / (e - b)
+    if share > 1:
+        return {key: f"{share:.3f} (the student beat the ensemble)"}
+    if share < 0:
+        return {key: f"{share:.3f} (the student is below the baseline)"}
+    return {key: share}
 
 
 def report_columns(report):

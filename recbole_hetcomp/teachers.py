@@ -9,6 +9,7 @@ from recbole.utils import set_color
 
 import recbole
 import recbole_hetcomp
+from recbole_hetcomp.checks import check_fractions
 from recbole_hetcomp.config import TRAINING_KEYS, Config, inherited_keys, properties_file
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.registry import get_model
@@ -57,7 +58,7 @@ def teacher_config(run_config, teacher):
 
 
 def store_path(config, split):
-    store = TrajectoryStore(config["trajectory_dir"])
+    store = TrajectoryStore(config["trajectory_dir"], config["trajectory_keep_aside"])
     return store, store.path_for(config["dataset"], split.fingerprint, config["model"],
                                  teacher_settings(config))
 
@@ -65,7 +66,13 @@ def store_path(config, split):
 def load_teacher(config, split, logger):
     """The stored trajectory for this teacher, split and settings, or None (set aside if bad)."""
     store, path = store_path(config, split)
+    for tmp in store.remove_leftovers(path):
+        logger.warning(f"[{config['model']}] removed {tmp}, left by an interrupted write")
     if not store.exists(path):
+        if os.path.isdir(path):  # a directory without its manifest (deleted, or never written)
+            aside = store.set_aside(path, "no-manifest")
+            logger.warning(set_color(f"refusing trajectory store {path}: it has no "
+                                     f"manifest.json; moved to {aside} and retraining", "red"))
         return None
     try:
         trajectory = store.load(path, split.fingerprint, teacher_settings(config))
@@ -83,11 +90,8 @@ def load_teacher(config, split, logger):
 
 def record_teacher(config, split, logger):
     """Train a teacher with recording and write its trajectory to the store."""
+    check_fractions(config)
     fractions = list(config["trajectory_fractions"])
-    if len(fractions) != config["trajectory_snapshots"] - 1 or fractions != sorted(fractions):
-        raise HetCompError(f"trajectory_fractions {fractions} must be "
-                           f"{config['trajectory_snapshots'] - 1} ascending numbers "
-                           "(trajectory_snapshots - 1)")
     model, trainer, result = train_model(config, split, logger, record=True)
     recorder = trainer.recorder
     start = time.perf_counter()

@@ -2,6 +2,7 @@
 properties/ and its hetcomp-recommend serves a model package."""
 
 import os
+import site
 import subprocess
 import sys
 import json
@@ -18,10 +19,20 @@ def test_installed_wheel_reads_its_properties_and_serves_a_package(tiny, tmp_pat
                     "-q", "-w", str(wheels), ROOT], check=True, cwd=tmp_path)
     (wheel,) = wheels.glob("recbole_hetcomp-*.whl")
     venv = tmp_path / "venv"
-    # system site packages provide torch and RecBole; the package itself comes from the wheel
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
-                   check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
+    # torch and RecBole come from the interpreter running the tests, whatever it is (a plain
+    # interpreter, a venv, a conda env): `venv --system-site-packages` would give the *base*
+    # interpreter's packages when the tests run in a venv. A path line in a .pth file adds the
+    # directories without running their .pth files, so this checkout's editable install of
+    # recbole_hetcomp stays out; the package itself comes from the wheel.
+    probe_site = subprocess.run([python, "-c", "import sysconfig; "
+                                 "print(sysconfig.get_paths()['purelib'])"], check=True,
+                                capture_output=True, text=True).stdout.strip()
+    ours = [p for p in site.getsitepackages() + [site.getusersitepackages()]
+            if os.path.isdir(p)]
+    with open(os.path.join(probe_site, "outer-site-packages.pth"), "w") as f:
+        f.write("\n".join(ours) + "\n")
     subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
                    check=True)
     probe = textwrap.dedent("""

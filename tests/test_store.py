@@ -17,7 +17,10 @@ def make(fingerprint="f" * 64):
     rankings = rng.integers(1, 500, size=(4, 30, 100)).astype(np.uint16)
     observed = rng.integers(0, 500, size=(30, 100)).astype(np.uint16)
     manifest = {"teacher": "BPR", "settings": SETTINGS, "settings_hash": settings_hash(SETTINGS),
-                "split_fingerprint": fingerprint, "snapshot_epochs": [1, 2, 3, 4]}
+                "split_fingerprint": fingerprint, "snapshot_epochs": [1, 2, 3, 4],
+                "n_users": 30, "n_items": 500, "M": 100, "C": 4, "best_epoch": 4,
+                "test_result": {}, "best_valid_result": {}, "train_seconds": 1.0,
+                "record_seconds": 0.1, "n_params": 10, "inference_ms_per_1000_users": 1.0}
     return Trajectory(rankings, observed, manifest)
 
 

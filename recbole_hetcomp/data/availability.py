@@ -44,6 +44,8 @@ def ensure_dataset(config, logger=None):
     name, path = config["dataset"], config["data_path"]
     missing = [f for f in required_inter_files(config) if not os.path.isfile(f)]
     if not missing:
+        for file in required_inter_files(config):
+            check_inter_header(file, config)
         return
     hint = (f"put the RecBole atomic file {os.path.basename(missing[0])} in "
             f"{os.path.abspath(path)}/ (or set --data_path to the directory that holds "
@@ -77,3 +79,36 @@ def _download(url, name, path):
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
+
+
+def check_inter_header(path, config):
+    """Refuse an empty ``.inter`` file or one whose first line is not an atomic-file header
+    (RecBole would fail deep inside pandas, or load no interactions without a word)."""
+    sep = config["field_separator"] or "\t"
+    uid, iid = config["USER_ID_FIELD"], config["ITEM_ID_FIELD"]
+    expected = f"a header line such as '{uid}:token{sep}{iid}:token{sep}rating:float'"
+    expected = expected.replace("\t", "\\t")
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    lines = head.splitlines()
+    if not head.strip():
+        raise HetCompError(f"{path} is empty: it needs {expected}, then one interaction per line")
+    try:
+        header = lines[0].decode(config["encoding"] or "utf-8").lstrip("\ufeff")
+    except (UnicodeDecodeError, LookupError):
+        raise HetCompError(f"{path} is not {config['encoding'] or 'utf-8'} text: save it as "
+                           "UTF-8 (or set --encoding)") from None
+    fields = [f.strip() for f in header.split(sep)]
+    bad = [f for f in fields if f.partition(":")[2] not in ATOMIC_TYPES]
+    names = [f.partition(":")[0] for f in fields]
+    if bad or uid not in names or iid not in names:
+        what = (f"field {bad[0]!r} is not name:type (types: {', '.join(ATOMIC_TYPES)})" if bad
+                else f"no {uid if uid not in names else iid} field")
+        raise HetCompError(f"{path} has a malformed header ({what}): the first line must be "
+                           f"{expected}")
+    if len([line for line in lines[1:] if line.strip()]) == 0:
+        raise HetCompError(f"{path} has a header but no interactions: add one "
+                           f"'{uid}{sep}{iid}...' line per interaction".replace("\t", "\\t"))

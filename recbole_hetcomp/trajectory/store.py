@@ -30,6 +30,11 @@ from recbole_hetcomp.errors import HetCompError
 
 FORMAT_VERSION = 1
 ARRAYS = ("rankings", "observed")
+#: Manifest keys every reader relies on (a manifest without one is refused like a corrupt one).
+REQUIRED_KEYS = ("teacher", "settings_hash", "split_fingerprint", "n_users", "n_items", "M", "C",
+                 "snapshot_epochs", "best_epoch", "test_result", "best_valid_result",
+                 "train_seconds", "record_seconds", "n_params", "inference_ms_per_1000_users",
+                 "files")
 
 
 class StoreError(HetCompError):
@@ -64,10 +69,13 @@ class TrajectoryStore:
     ----------
     root : str
         Root directory (``trajectory_dir``).
+    keep_aside : int
+        Set-aside copies (refused or replaced stores) kept per store; older ones are deleted.
     """
 
-    def __init__(self, root):
+    def __init__(self, root, keep_aside=3):
         self.root = root
+        self.keep_aside = keep_aside
 
     def path_for(self, dataset, fingerprint, teacher, settings):
         return os.path.join(self.root, dataset, fingerprint[:16],
@@ -102,16 +110,41 @@ class TrajectoryStore:
                 shutil.rmtree(tmp, ignore_errors=True)
         return path
 
-    @staticmethod
-    def _set_aside(path, why):
-        """Move an old store out of the way instead of deleting it: nothing is lost."""
+    def _set_aside(self, path, why):
+        """Move an old store out of the way instead of deleting it, keeping the last
+        ``keep_aside`` set-aside copies of this store (older ones are deleted)."""
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         aside = f"{path}.{why}-{stamp}"
         os.replace(path, aside)
+        copies = sorted(self.set_aside_copies(path), key=lambda p: p.rsplit("-", 3)[-3:])
+        for old in copies[:max(0, len(copies) - self.keep_aside)]:
+            shutil.rmtree(old, ignore_errors=True)
         return aside
 
     def set_aside(self, path, why="corrupt"):
         return self._set_aside(path, why)
+
+    @staticmethod
+    def set_aside_copies(path):
+        """Set-aside copies of the store at ``path`` (``<path>.<why>-<stamp>``)."""
+        parent, base = os.path.split(path)
+        if not os.path.isdir(parent):
+            return []
+        return [os.path.join(parent, n) for n in os.listdir(parent)
+                if n.startswith(base + ".") and not n.startswith(".")
+                and os.path.isdir(os.path.join(parent, n))]
+
+    @staticmethod
+    def remove_leftovers(path):
+        """Delete temporary directories that a killed write of ``path`` left; returns them."""
+        parent, base = os.path.split(path)
+        if not os.path.isdir(parent):
+            return []
+        left = [os.path.join(parent, n) for n in os.listdir(parent)
+                if n.startswith(f".{base}.tmp-")]
+        for tmp in left:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return left
 
     # --- reading -------------------------------------------------------------------------
     @staticmethod
@@ -143,6 +176,9 @@ class TrajectoryStore:
             raise StoreError(f"corrupt manifest {manifest_path} ({exc})") from None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
             raise StoreError(f"{manifest_path} is not a version-{FORMAT_VERSION} manifest")
+        missing = [k for k in REQUIRED_KEYS if k not in manifest]
+        if missing or not isinstance(manifest["files"], dict):
+            raise StoreError(f"{manifest_path} lacks {', '.join(missing) or 'a files table'}")
         if fingerprint is not None and manifest.get("split_fingerprint") != fingerprint:
             raise StoreError(
                 f"store {path} was recorded on another split (fingerprint "
@@ -167,4 +203,24 @@ class TrajectoryStore:
                 raise StoreError(f"{file} has shape/dtype {array.shape}/{array.dtype}, the "
                                  f"manifest says {expected['shape']}/{expected['dtype']}")
             arrays[name] = array
+        _check_contents(path, manifest, arrays)
         return Trajectory(arrays["rankings"], arrays["observed"], manifest)
+
+
+def _check_contents(path, manifest, arrays):
+    """Shapes and ids that a checksum cannot vouch for: a manifest written by other code (or
+    edited) may match its files yet describe arrays the knowledge code would index out of
+    range."""
+    rankings, observed = arrays["rankings"], arrays["observed"]
+    try:
+        c, u, m, n_items = (int(manifest[k]) for k in ("C", "n_users", "M", "n_items"))
+    except (TypeError, ValueError):
+        raise StoreError(f"store {path}: C, n_users, M and n_items must be integers") from None
+    if rankings.shape != (c, u, m) or observed.shape != (u, m):
+        raise StoreError(f"store {path}: arrays of shape {rankings.shape} and {observed.shape} "
+                         f"do not match C={c}, n_users={u}, M={m}")
+    for name, array in arrays.items():
+        if array.dtype.kind not in "iu":
+            raise StoreError(f"store {path}: {name}.npy holds {array.dtype}, not item ids")
+        if array.size and (int(array.min()) < 0 or int(array.max()) >= n_items):
+            raise StoreError(f"store {path}: {name}.npy holds item ids outside [0, {n_items})")

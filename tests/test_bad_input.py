@@ -1,0 +1,322 @@
+"""Hostile and bad inputs (issue 13): each is refused with one line naming the problem and the
+fix, exit status 2, no traceback, before any model trains; hostile values never run code."""
+
+import json
+import logging
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import recbole_hetcomp.pipeline as pipeline
+import recbole_hetcomp.quick_start as quick_start
+import recbole_hetcomp.teachers as teachers
+from recbole_hetcomp.atomic import file_sha256
+from recbole_hetcomp.cli import main
+from recbole_hetcomp.report import summary
+from recbole_hetcomp.trajectory import Trajectory, TrajectoryStore
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if any model would be trained."""
+    def forbidden(config, *args, **kwargs):
+        raise AssertionError(f"{config['model']} was trained before the mistake was found")
+
+    for module in (quick_start, teachers, pipeline):
+        monkeypatch.setattr(module, "train_model", forbidden)
+
+
+def common(tiny):
+    data_path, base = tiny
+    return [f"--data_path={data_path}", "--state=ERROR", "--show_progress=False",
+            "--use_gpu=False", f"--trajectory_dir={base['trajectory_dir']}",
+            f"--checkpoint_dir={base['checkpoint_dir']}", "--trajectory_topk=10",
+            "--teacher_config={'default': {'epochs': 1}}", "--teachers=[BPR,CML]",
+            "--hetcomp_k=10", "--hetcomp_l=5", "--rank_top=[10,5]", "--discrepancy_n=10",
+            "--epochs=1", "--eval_step=1"]
+
+
+def merged(argv):
+    """``argv`` with a later --key=value replacing an earlier one (the CLI refuses repeats)."""
+    out = {}
+    for arg in argv:
+        out[arg.split("=", 1)[0]] = arg
+    return list(out.values())
+
+
+def refused(capsys, argv, *texts):
+    """Run the CLI; assert exit 2, one stderr line that contains ``texts``, no traceback."""
+    code = main(merged(argv))
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for text in texts:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
+# --- 1-3: hostile values never run code ---------------------------------------------------
+MARKER_CODE = "__import__('os').system('touch {marker}') or 2"
+
+
+@pytest.mark.parametrize("channel", ["cmd", "file"])
+def test_1_injected_values_never_run(tiny, tmp_path, capsys, no_training, channel):
+    marker = tmp_path / "ran"
+    code = MARKER_CODE.format(marker=marker)
+    argv = ["--model=HetCompStudent", "--dataset=tiny", *common(tiny)]
+    if channel == "cmd":
+        argv.append(f"--epochs={code}")
+    else:
+        cfg = tmp_path / "evil.yaml"
+        cfg.write_text(f'teacher_config: {{default: {{epochs: "{code}"}}}}\n'
+                       f'checkpoint_dir: "{code}"\n')
+        argv = [a for a in argv if not a.startswith(("--teacher_config", "--checkpoint_dir",
+                                                     "--epochs"))]
+        argv.append(f"--config_files={cfg}")
+    refused(capsys, argv, "epochs")
+    assert not marker.exists()
+
+
+def test_2_dataset_pickles_never_load(tiny, tmp_path, capsys, no_training):
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    refused(capsys, ["--model=HetCompStudent", "--dataset=tiny", *common(tiny),
+                     f"--dataset_save_path={tmp_path / 'evil.pth'}"],
+            "dataset_save_path is not supported")
+    # a stray cache is ignored (saying so) even when the run goes on to load the dataset
+    saved = tiny[1]["checkpoint_dir"]
+    os.makedirs(saved, exist_ok=True)
+    with open(os.path.join(saved, "tiny-Dataset.pth"), "wb") as f:
+        pickle.dump(Evil(), f)
+    refused(capsys, ["--model=HetCompStudent", "--dataset=tiny", *common(tiny),
+                     "--hetcomp_k=5000"], "hetcomp_k=5000")
+    assert not marker.exists()
+
+
+def test_3_yaml_tags_never_build_objects(tiny, tmp_path, capsys, no_training):
+    marker = tmp_path / "ran"
+    cfg = tmp_path / "evil.yaml"
+    cfg.write_text(f'epochs: !!python/object/apply:os.system ["touch {marker}"]\n')
+    refused(capsys, ["--model=HetCompStudent", "--dataset=tiny", *common(tiny),
+                     f"--config_files={cfg}"], str(cfg))
+    assert not marker.exists()
+
+
+# --- 4-5: everything checkable is checked before any training ------------------------------
+@pytest.mark.parametrize("args, texts", [
+    # 4: names, list lengths, paths, choices
+    (["--teachers=[BPR,Nope]"], ["unknown model 'Nope'"]),
+    (["--teachers=[BPR,SASRec]"], ["SASRec", "sequential", "general"]),
+    (["--teachers=[BPR,BPR]"], ["listed twice"]),
+    (["--baseline=Nope"], ["baseline", "unknown model 'Nope'"]),
+    (["--trajectory_topk=0"], ["trajectory_topk must be a positive integer, got 0"]),
+    (["--trajectory_topk=5000", "--hetcomp_k=10"], ["trajectory_topk=5000", "catalogue"]),
+    (["--hetcomp_k=100", "--trajectory_topk=59"], ["hetcomp_k=100", "catalogue"]),
+    (["--hetcomp_k=25"], ["hetcomp_k=25", "2 teachers' top-10", "trajectory_topk"]),
+    (["--hetcomp_l=11"], ["hetcomp_l=11", "lower hetcomp_l"]),
+    (["--discrepancy_n=11"], ["discrepancy_n=11"]),
+    (["--rank_top=[50]"], ["rank_top must be two positive prefix lengths"]),
+    (["--rank_top=[0,5]"], ["rank_top must be two positive prefix lengths"]),
+    (["--trajectory_on_error=maybe"], ["trajectory_on_error", "rebuild, raise"]),
+    # 5: numbers outside their domain
+    (["--epochs=0"], ["epochs must be a positive integer, got 0", "--epochs="]),
+    (["--learning_rate=-1"], ["learning_rate must be a number > 0, got -1"]),
+    (["--embedding_size=0"], ["embedding_size must be a positive integer"]),
+    (["--train_batch_size=0"], ["train_batch_size must be a positive integer"]),
+    (["--kc_period=0"], ["kc_period must be a positive integer"]),
+    (["--hetcomp_k=0"], ["hetcomp_k must be a positive integer"]),
+    (["--hetcomp_l=-2"], ["hetcomp_l must be a positive integer"]),
+    (["--temperature=0"], ["temperature must be a number > 0"]),
+    (["--switch_share=1.5"], ["switch_share must be a number in (0, 1]"]),
+    (["--seeds=3"], ["seeds must be a list", "--seeds=[2020,2021,2022]"]),
+    (["--seeds=[1,1]"], ["distinct integers"]),
+    (["--seeds=[1,2.5]"], ["distinct integers"]),
+    (["--teacher_config={'CML': {'epochs': 0}}"], ["teacher CML: epochs", "teacher_config"]),
+    (["--teacher_config={'BPR': {'learning_rate': -0.1}}"], ["teacher BPR: learning_rate"]),
+    (["--teacher_config={'CML': {'trajectory_topk': 20}}"], ["same trajectory_snapshots"]),
+    (["--trajectory_fractions=[0.9,0.5,0.7]"], ["trajectory_fractions", "ascending"]),
+    (["--baseline_learning_rates=[0.01,-1]"], ["baseline_learning_rates"]),
+])
+def test_4_5_pipeline_mistakes_before_any_training(tiny, capsys, no_training, args, texts):
+    refused(capsys, ["--model=HetCompStudent", "--dataset=tiny", *common(tiny), *args], *texts)
+
+
+def test_4_5_single_model_mistakes(tiny, capsys, no_training):
+    argv = ["--model=BPR", "--dataset=tiny", *common(tiny)]
+    refused(capsys, argv + ["--epochs=-3"], "epochs must be a positive integer, got -3")
+    refused(capsys, argv + ["--trajectory_topk=500"], "trajectory_topk=500", "catalogue")
+
+
+def test_4_paths_that_cannot_be_directories(tiny, tmp_path, capsys, no_training):
+    argv = ["--model=HetCompStudent", "--dataset=tiny", *common(tiny)]
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    dangling = tmp_path / "dangling"
+    os.symlink(tmp_path / "nowhere", dangling)
+    refused(capsys, argv + [f"--trajectory_dir={a_file}"], "trajectory_dir", "is a file")
+    refused(capsys, argv + [f"--checkpoint_dir={a_file}"], "checkpoint_dir", "is a file")
+    refused(capsys, argv + [f"--trajectory_dir={dangling}"], "link to nothing")
+    refused(capsys, argv + ["--dataset=../../x"], "not a path", "--data_path")
+    assert a_file.read_text() == "x"  # nothing overwritten
+
+
+def test_5_config_files(tiny, tmp_path, capsys, no_training):
+    argv = ["--model=HetCompStudent", "--dataset=tiny", *common(tiny)]
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("embedding_size: 6 # taille \xe9\n".encode("latin-1"))
+    refused(capsys, argv + [f"--config_files={latin}"], str(latin), "not UTF-8")
+    refused(capsys, argv + [f"--config_files={tmp_path}"], str(tmp_path), "is a directory")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("epochs: 3\nteachers: [BPR, CML\nseed: 1\n")
+    line = refused(capsys, argv + [f"--config_files={broken}"], str(broken), "line ")
+    assert "line 3" in line or "line 4" in line
+
+
+@pytest.mark.parametrize("content, texts", [
+    ("", ["is empty", "user_id:token"]),
+    ("user_id\titem_id\n1\t2\n", ["malformed header", "user_id:token"]),
+    ("user_id:token\tproduct:token\n1\t2\n", ["no item_id field"]),
+    ("user_id:token\titem_id:token\n", ["header but no interactions"]),
+])
+def test_5_malformed_inter_file(tiny, tmp_path, capsys, no_training, content, texts):
+    os.makedirs(tmp_path / "bad" / "shop")
+    inter = tmp_path / "bad" / "shop" / "shop.inter"
+    inter.write_text(content)
+    argv = ["--model=HetCompStudent", "--dataset=shop", *common(tiny),
+            f"--data_path={tmp_path / 'bad'}"]
+    refused(capsys, argv, str(inter), *texts)
+
+
+def test_5_misspelt_key_is_warned_with_the_closest_name(tiny, caplog, monkeypatch):
+    from recbole_hetcomp.checks import warn_unknown_keys
+    from recbole_hetcomp.config import Config
+
+    _, base = tiny
+    config = Config("HetCompStudent", "tiny", config_dict={**base, "learnin_rate": 0.1,
+                                                             "zzqqxx": 1})
+    with caplog.at_level(logging.WARNING):
+        warn_unknown_keys(config, logging.getLogger("t"))
+    text = caplog.text
+    assert "'learnin_rate'" in text and "did you mean 'learning_rate'" in text
+    assert "'zzqqxx'" in text and "check its spelling" in text
+    assert "'embedding_size'" not in text and "'data_path'" not in text  # known keys are quiet
+
+
+def test_subprocess_bad_value_has_no_traceback(tiny):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "run_hetcomp.py"),
+                           *merged(["--dataset=tiny", *common(tiny), "--kc_period=0"])],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: kc_period must be")
+
+
+# --- 6-8: stores: nothing lost, nothing stale ---------------------------------------------
+def teacher_store(tiny):
+    """Record BPR on tiny as a teacher of a one-teacher pipeline would; returns its path."""
+    argv = ["--model=BPR", "--dataset=tiny", *common(tiny)]
+    assert main(merged(argv)) == 0
+    (manifest,) = [os.path.join(d, f) for d, _, files in os.walk(tiny[1]["trajectory_dir"])
+                   for f in files if f == "manifest.json"]
+    return argv, os.path.dirname(manifest)
+
+
+def rewrite_manifest(path, change):
+    file = os.path.join(path, "manifest.json")
+    with open(file) as f:
+        manifest = json.load(f)
+    change(manifest)
+    with open(file, "w") as f:
+        json.dump(manifest, f)
+
+
+def test_6_manifest_missing_key_is_set_aside_and_rebuilt(tiny, capsys, caplog):
+    argv, path = teacher_store(tiny)
+    rewrite_manifest(path, lambda m: m.pop("snapshot_epochs"))
+    with caplog.at_level(logging.WARNING):
+        assert main(merged(argv + ["--state=WARNING"])) == 0
+    assert "lacks snapshot_epochs" in caplog.text and "moved to" in caplog.text
+    assert TrajectoryStore.exists(path)
+    (aside,) = TrajectoryStore.set_aside_copies(path)
+    assert ".refused-" in aside and os.path.isfile(os.path.join(aside, "manifest.json"))
+
+
+def test_6_out_of_range_ids_with_valid_checksums_are_refused(tiny, caplog):
+    argv, path = teacher_store(tiny)
+    file = os.path.join(path, "rankings.npy")
+    rankings = np.load(file)
+    rankings[0, 0, 0] = 60000  # the tiny catalogue has 61 ids
+    np.save(file, rankings)
+
+    def fix_checksum(m):
+        m["files"]["rankings.npy"].update(bytes=os.path.getsize(file), sha256=file_sha256(file))
+
+    rewrite_manifest(path, fix_checksum)
+    with caplog.at_level(logging.WARNING):
+        assert main(merged(argv + ["--state=WARNING"])) == 0
+    assert "item ids outside [0, 61)" in caplog.text
+    assert int(np.load(file).max()) < 61  # rebuilt
+
+
+def test_6_deleted_manifest_is_the_logged_reason(tiny, caplog):
+    argv, path = teacher_store(tiny)
+    os.unlink(os.path.join(path, "manifest.json"))
+    with caplog.at_level(logging.WARNING):
+        assert main(merged(argv + ["--state=WARNING"])) == 0
+    assert "has no manifest.json" in caplog.text and "moved to" in caplog.text
+    assert TrajectoryStore.exists(path)
+
+
+def test_7_raise_reaches_the_pipelines_teachers(tiny, capsys):
+    argv, path = teacher_store(tiny)
+    with open(os.path.join(path, "manifest.json"), "w") as f:
+        f.write("{ not json")
+    refused(capsys, ["--model=HetCompStudent", "--dataset=tiny", *common(tiny),
+                     "--teachers=[BPR]", "--hetcomp_k=8", "--rank_top=[8,4]",
+                     "--discrepancy_n=8", "--trajectory_on_error=raise"], "corrupt manifest")
+    assert os.path.isfile(os.path.join(path, "manifest.json"))  # left for inspection
+
+
+def test_8_leftovers_removed_and_set_aside_copies_bounded(tiny, caplog):
+    argv, path = teacher_store(tiny)
+    leftover = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-killed")
+    os.makedirs(leftover)
+    store = TrajectoryStore(os.path.dirname(path), keep_aside=2)
+    loaded = Trajectory(np.load(os.path.join(path, "rankings.npy")),
+                        np.load(os.path.join(path, "observed.npy")), {})
+    with caplog.at_level(logging.WARNING):
+        assert main(merged(argv + ["--state=WARNING"])) == 0
+    assert not os.path.exists(leftover) and "interrupted write" in caplog.text
+    for _ in range(4):
+        store.save(path, Trajectory(loaded.rankings, loaded.observed, {}))
+    assert len(TrajectoryStore.set_aside_copies(path)) == 2
+
+
+# --- 9: the report's share of the gap -------------------------------------------------------
+def rows(student, baseline, ensemble):
+    return [{"kind": k, "test_result": {"recall@50": v}, "n_params": 1,
+             "inference_ms_per_1000_users": 1.0}
+            for k, v in (("student", student), ("baseline", baseline), ("ensemble", ensemble))]
+
+
+@pytest.mark.parametrize("values, text", [
+    ((0.30, 0.32, 0.31), "baseline (0.3200) matched or beat the ensemble"),
+    ((0.35, 0.20, 0.30), "the student beat the ensemble"),
+    ((0.10, 0.20, 0.30), "the student is below the baseline"),
+])
+def test_9_gap_share_outside_0_1_says_why(values, text):
+    share = summary(rows(*values), "Recall@50", ["recall@50"])["recall@50 share of gap recovered"]
+    assert isinstance(share, str) and text in share
+    assert summary(rows(0.25, 0.20, 0.30), "Recall@50",
+                   ["recall@50"])["recall@50 share of gap recovered"] == pytest.approx(0.5)
