@@ -23,7 +23,7 @@ POSITIVE_INTS = ("epochs", "train_batch_size", "eval_batch_size", "embedding_siz
                  "trajectory_snapshots", "trajectory_batch_size", "knowledge_batch_size",
                  "loss_chunk_users")
 #: Keys that must be numbers > 0.
-POSITIVE_NUMBERS = ("learning_rate", "temperature", "alpha")
+POSITIVE_NUMBERS = ("learning_rate", "temperature", "alpha", "gpu_memory_budget")
 #: Keys that must be numbers >= 0.
 NON_NEGATIVE = ("trajectory_keep_aside", "weight_decay", "stopping_step", "overall_weight", "rank_weight", "cf_weight")
 #: Keys that must lie in (0, 1].

@@ -12,6 +12,7 @@ import ast
 import os
 import re
 
+import torch
 import yaml
 from recbole.config import Config as RecBoleConfig
 from recbole.utils.argument_list import (
@@ -22,6 +23,7 @@ from recbole.utils.argument_list import (
 )
 
 from recbole_hetcomp.checks import check_dataset_name
+from recbole_hetcomp.device import dense_elements, is_cuda
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.registry import get_model
 
@@ -41,7 +43,7 @@ _MODEL_OWN = {"seed", "config_file"}
 _PLUGIN_SHARED = ("split_seed", "drop_unseen_eval_items", "trajectory_dir", "trajectory_topk",
                   "trajectory_snapshots", "trajectory_fractions", "trajectory_batch_size",
                   "trajectory_on_error", "trajectory_keep_aside", "save_checkpoint",
-                  "worker")
+                  "worker", "gpu_memory_budget")
 
 #: Keys every model of a run inherits from the run's Config.
 SHARED_KEYS = tuple(dict.fromkeys(
@@ -122,8 +124,41 @@ class Config(RecBoleConfig):
         except (NotImplementedError, KeyError) as exc:
             raise HetCompError(f"bad configuration: {exc}") from None
         self._check_value_types()
+        if is_cuda(self.final_config_dict["device"]) and "eval_batch_size" not in \
+                self.external_config_dict:
+            # RecBole's full-sort batch is eval_batch_size // n_items users: the CPU default
+            # (9 users per batch on Gowalla) would starve a GPU.
+            self.final_config_dict["eval_batch_size"] = dense_elements(self, "eval")
 
     # --- RecBole hooks -------------------------------------------------------------------
+    def _init_device(self):
+        """The device RecBole would pick, except that ``use_gpu: False`` means the CPU, an
+        already-set ``CUDA_VISIBLE_DEVICES`` (a scheduler's) is kept unless ``gpu_id`` is
+        given, and a GPU asked for but not usable stops the run.
+
+        RecBole sets ``CUDA_VISIBLE_DEVICES`` to ``gpu_id`` (default '0') and picks CUDA
+        whenever it is available, whatever ``use_gpu`` says; with a ``gpu_id`` that does not
+        exist it falls back to the CPU without a word.
+        """
+        final, given = self.final_config_dict, self.external_config_dict
+        if "local_rank" in final:  # RecBole's distributed runs: its own rule
+            return super()._init_device()
+        gpu_id = final["gpu_id"]
+        gpu_id = ",".join(map(str, gpu_id)) if isinstance(gpu_id, (tuple, list)) else str(gpu_id)
+        final["gpu_id"] = gpu_id
+        if "gpu_id" in given or "CUDA_VISIBLE_DEVICES" not in os.environ:
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpu_id
+        final["single_spec"], final["local_rank"] = True, 0
+        wanted = final["use_gpu"] is not False and gpu_id != ""
+        usable = wanted and torch.cuda.is_available()
+        if wanted and not usable and (given.get("use_gpu") is True or "gpu_id" in given):
+            raise HetCompError(
+                f"use_gpu is on but no GPU is usable (CUDA_VISIBLE_DEVICES="
+                f"'{os.environ.get('CUDA_VISIBLE_DEVICES', '')}', torch "
+                f"{torch.__version__}, CUDA available: {torch.cuda.is_available()}): pass "
+                "--use_gpu=False to run on the CPU, or a gpu_id that exists")
+        final["device"] = torch.device("cuda") if usable else torch.device("cpu")
+
     def _build_yaml_loader(self):
         # RecBole's loader is yaml.FullLoader (it builds Python objects from tags such as
         # !!python/name:os.system): read config files with a safe one, same float resolver.

@@ -16,6 +16,7 @@ from recbole.utils import set_color
 from recbole_hetcomp.checks import baseline_rates
 from recbole_hetcomp.config import Config, inherited_keys
 from recbole_hetcomp.data.split import make_loaders
+from recbole_hetcomp.device import batch_users
 from recbole_hetcomp.model.ensemble_ranker import EnsembleRanker
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.report import (format_metrics, model_row, seeded_row, teacher_row,
@@ -103,7 +104,8 @@ def train_student(config, split, trajectories, history, seed, logger):
     config["seed"] = seed
     knowledge = KnowledgeSet(trajectories, history, split.n_items, config["hetcomp_k"],
                              config["hetcomp_l"], config["temperature"],
-                             config["knowledge_batch_size"], config["device"])
+                             batch_users(config, "knowledge_batch_size", "ranking",
+                                         split.n_items), config["device"])
     model, trainer, result = train_model(config, split, logger, knowledge=knowledge)
     result["seed"] = seed
     run = {"seed": seed, "kc_history": trainer.kc_history,
@@ -186,7 +188,8 @@ def _ensemble_row(config, split, trajectories, teacher_rows):
     rankings = np.stack([t.rankings for t in trajectories]).astype(np.int64)
     model = EnsembleRanker(config, split.train, torch.from_numpy(rankings),
                            k=max(config["topk"]) * 2, temperature=config["temperature"],
-                           batch_size=config["knowledge_batch_size"]).to(config["device"])
+                           batch_size=batch_users(config, "knowledge_batch_size", "ranking",
+                                                  split.n_items)).to(config["device"])
     _, _, test_data = make_loaders(config, split)
     test = Trainer(config, model).evaluate(test_data, load_best_model=False)
     return model_row(f"Ensemble ({len(trajectories)} teachers)", "ensemble", test,

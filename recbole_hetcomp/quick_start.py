@@ -15,6 +15,7 @@ from recbole.utils import init_logger, set_color
 
 from recbole_hetcomp.checks import check_run, check_split
 from recbole_hetcomp.config import Config
+from recbole_hetcomp.device import describe
 from recbole_hetcomp.data.split import build_split
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.report import format_metrics, metric_columns, model_row
@@ -63,7 +64,8 @@ def run_hetcomp(model=None, dataset=None, config_file_list=None, config_dict=Non
     tconfigs = check_run(config, logger)  # every mistake the config shows, before any work
     check_export_settings(config)
     threads = set_torch_threads(config["torch_threads"])
-    logger.info(f"torch threads: {threads} (torch_threads: {config['torch_threads']})")
+    logger.info(f"torch threads: {threads} (torch_threads: {config['torch_threads']}); "
+                f"device: {describe(config['device'])}")
     split = build_split(config, logger)
     check_split(config, split, tconfigs)
     if config["model"] == STUDENT:

@@ -11,6 +11,7 @@ import recbole
 import recbole_hetcomp
 from recbole_hetcomp.checks import check_fractions
 from recbole_hetcomp.config import TRAINING_KEYS, Config, inherited_keys, properties_file
+from recbole_hetcomp.device import describe, synchronize
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.registry import get_model
 from recbole_hetcomp.training import train_model
@@ -100,6 +101,7 @@ def record_teacher(config, split, logger):
     if observed is None:  # no full-sort validation ran: score every user once
         observed = recorder.rank_all(observed=True)
     chosen, rankings = recorder.snapshots(trainer.best_epoch, fractions)
+    synchronize(config["device"])
     result["record_seconds"] += time.perf_counter() - start
     settings = teacher_settings(config)
     manifest = {
@@ -118,6 +120,9 @@ def record_teacher(config, split, logger):
         "snapshot_valid_scores": [recorder.scores[i] for i in chosen],
         "evaluations": [{"epoch": e, "valid_score": s}
                         for e, s in zip(recorder.epochs, recorder.scores)],
+        # Not part of the store's key (the same lists are expected on every device: ties are
+        # broken by item id), but float sums differ in their last bits between devices.
+        "device": describe(config["device"]),
         "versions": {"recbole_hetcomp": recbole_hetcomp.__version__,
                      "recbole": recbole.__version__, "torch": torch.__version__},
         **{k: result[k] for k in ("best_epoch", "best_valid_result", "test_result",

@@ -6,6 +6,7 @@ import time
 from recbole.utils import init_seed
 
 from recbole_hetcomp.data.split import make_loaders
+from recbole_hetcomp.device import batch_users, synchronize
 from recbole_hetcomp.registry import get_model
 from recbole_hetcomp.serving import inference_ms_per_1000_users, parameter_count
 from recbole_hetcomp.trainer import make_trainer
@@ -42,17 +43,21 @@ def train_model(config, split, logger, record=False, knowledge=None):
     logger.info(model)
     recorder = None
     if record:
-        recorder = TrajectoryRecorder(model, split.train, config["trajectory_topk"],
-                                      config["trajectory_batch_size"])
+        recorder = TrajectoryRecorder(
+            model, split.train, config["trajectory_topk"],
+            batch_users(config, "trajectory_batch_size", "ranking", split.n_items),
+            device=config["device"])
     trainer = make_trainer(config, model, recorder)
     if knowledge is not None:
         trainer.set_knowledge(knowledge)
+    synchronize(config["device"])
     start = time.perf_counter()
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=True, show_progress=config["show_progress"])
     if recorder is not None and not recorder.epochs:  # no validation ran: record the end state
         trainer._save_checkpoint(config["epochs"] - 1, verbose=False)
         recorder.record(config["epochs"] - 1, 0.0, recorder.rank_all())
+    synchronize(config["device"])  # queued GPU work belongs to training, not to the test
     train_seconds = time.perf_counter() - start
     test_result = trainer.evaluate(test_data, load_best_model=True,
                                    show_progress=config["show_progress"])

@@ -23,7 +23,7 @@ from recbole_hetcomp.serving.cli import recommend_main
 from recbole_hetcomp.serving.http import serve_in_thread
 from recbole_hetcomp.atomic import file_sha256
 from recbole_hetcomp.serving.package import MANIFEST, read_weights
-from recbole_hetcomp.serving.recommender import topk_by_id
+from recbole_hetcomp.knowledge import topk_by_id
 
 try:
     import faiss  # noqa: F401

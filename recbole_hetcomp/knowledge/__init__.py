@@ -22,6 +22,7 @@ from recbole_hetcomp.knowledge.importance import (
     fixed_point_importance,
     rank_importance,
 )
+from recbole_hetcomp.knowledge.topk import topk_by_id
 from recbole_hetcomp.knowledge.losses import (
     masked_logsumexp,
     overall_loss,
@@ -52,4 +53,5 @@ __all__ = [
     "share_at_last",
     "should_switch",
     "threshold",
+    "topk_by_id",
 ]

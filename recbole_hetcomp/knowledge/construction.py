@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from recbole_hetcomp.knowledge.topk import topk_by_id
+
 def exclusion_mask(items, n_items):
     """Dense per-batch mask of the items a user must never be recommended.
 
@@ -32,7 +34,8 @@ def exclusion_mask(items, n_items):
 
 
 def masked_topk(scores, exclude, n):
-    """The student's top-n items, excluded items (training items, item 0) removed.
+    """The top-n items of each row, excluded items (training items, item 0) removed, ties
+    broken by the lower item id.
 
     Parameters
     ----------
@@ -51,7 +54,7 @@ def masked_topk(scores, exclude, n):
     scores = scores.detach().masked_fill(exclude, float("-inf"))
     b, i = scores.shape
     kk = min(n, i)
-    values, items = scores.topk(kk, dim=1)
+    values, items = topk_by_id(scores, kk)  # ties by item id: the same lists on every device
     items = torch.where(values > float("-inf"), items, torch.zeros_like(items))
     if kk < n:
         items = torch.cat([items, items.new_zeros(b, n - kk)], dim=1)

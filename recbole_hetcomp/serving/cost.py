@@ -5,17 +5,14 @@ import time
 import torch
 from recbole.data.interaction import Interaction
 
+from recbole_hetcomp.device import synchronize
+
 
 def parameter_count(model):
     """Trainable and buffer-held numbers a served model needs (embeddings, weights, caches)."""
     params = sum(p.numel() for p in model.parameters())
     buffers = sum(b.numel() for b in model.buffers())
     return int(params + buffers)
-
-
-def _sync(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @torch.no_grad()
@@ -32,13 +29,13 @@ def inference_ms_per_1000_users(model, uid_field, n_users, batch_size=256, repea
     users = torch.arange(1, min(1001, n_users), device=device)
     times = []
     for _ in range(repeats + 1):  # the first pass warms caches (and a GPU) and is dropped
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         for s in range(0, len(users), batch_size):
             batch = users[s:s + batch_size]
             scores = model.full_sort_predict(Interaction({uid_field: batch})).view(len(batch), -1)
             torch.topk(scores, min(50, scores.shape[1]), dim=1)
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     model.train(was_training)
     times = sorted(times[1:])

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from recbole_hetcomp.errors import HetCompError
+from recbole_hetcomp.knowledge.topk import topk_by_id
 from recbole_hetcomp.serving import index as faiss_index
 from recbole_hetcomp.serving.factors import factor_scores
 from recbole_hetcomp.serving.package import (FACTOR_FILES, INDEX, PackageError, read_array,
@@ -265,39 +266,3 @@ def _check_k(k):
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise HetCompError(f"k must be a positive integer, got {k!r}")
     return int(k)
-
-
-def topk_by_id(scores, k):
-    """``torch.topk`` of each row with ties broken by the lower column id (deterministic on
-    every device): (values, columns), best first.
-
-    A plain float topk of k + 1 answers every row whose k + 1 best values are all distinct
-    (then set and order are unambiguous); rows with a tie among them are ranked exactly: the
-    float32 scores are mapped to int32 keys with the same order, and each key goes in the high
-    half of an int64 whose low half is (2^32 - 1 - column), so one topk on the combined keys
-    orders by score, then by id.
-    """
-    n = scores.shape[1]
-    if k == 0 or scores.shape[0] == 0:
-        empty = torch.empty(scores.shape[0], k, device=scores.device)
-        return empty, empty.long()
-    k = min(k, n)
-    values, columns = torch.topk(scores, min(k + 1, n), dim=1)
-    tied = (values[:, 1:] == values[:, :-1]).any(1)
-    values, columns = values[:, :k], columns[:, :k]
-    rows = tied.nonzero().view(-1)
-    if len(rows):
-        exact_values, exact_columns = _topk_by_id_exact(scores[rows], k)
-        values, columns = values.clone(), columns.clone()
-        values[rows], columns[rows] = exact_values, exact_columns
-    return values, columns
-
-
-def _topk_by_id_exact(scores, k):
-    bits = (scores.float() + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0
-    keys = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).long()
-    columns = torch.arange(scores.shape[1], device=scores.device, dtype=torch.long)
-    combined = (keys << 32) | (0xFFFFFFFF - columns)
-    top = torch.topk(combined, k, dim=1).values
-    chosen = 0xFFFFFFFF - (top & 0xFFFFFFFF)
-    return scores.gather(1, chosen), chosen

@@ -15,6 +15,7 @@ from recbole.utils import set_color
 from tqdm import tqdm
 
 from recbole_hetcomp.errors import HetCompError
+from recbole_hetcomp.device import batch_users
 from recbole_hetcomp.knowledge import masked_topk, overall_loss, rank_loss, should_switch
 from recbole_hetcomp.trainer.best_state import BestStateMixin
 
@@ -36,7 +37,7 @@ class HetCompTrainer(BestStateMixin, Trainer):
         self.overall_weight, self.rank_weight = config["overall_weight"], config["rank_weight"]
         self.cf_weight = config["cf_weight"]
         n_items = model.n_items
-        self.chunk_users = config["loss_chunk_users"] or max(1, (1 << 21) // n_items)
+        self.chunk_users = batch_users(config, "loss_chunk_users", "loss", n_items)
         self.knowledge = None
         self.switched = False
         self.kc_history = []  # one dict per knowledge-construction step
@@ -79,7 +80,8 @@ class HetCompTrainer(BestStateMixin, Trainer):
     # --- training ------------------------------------------------------------------------
     def distillation_backward(self, users):
         """Weighted distillation loss of ``users`` (summed over users, as released), with its
-        gradient accumulated into the parameters; returns the loss value.
+        gradient accumulated into the parameters; returns the loss as a detached 0-d tensor on
+        the device (no host sync here: the caller checks it once per batch).
 
         The batch's users are processed in chunks of ``loss_chunk_users`` and each chunk's
         backward runs at once: the loss is a sum over users, so the accumulated gradient is
@@ -87,7 +89,7 @@ class HetCompTrainer(BestStateMixin, Trainer):
         from the allocator's cache; one (3000, 25000) tensor per op would be mmapped and
         page-faulted afresh each time; chunks of ~2M scores also stay in cache on CPU.
         """
-        total = 0.0
+        total = None
         for start in range(0, len(users), self.chunk_users):
             chunk = users[start:start + self.chunk_users]
             scores = self.model.user_scores(chunk)  # (B, I)
@@ -96,9 +98,8 @@ class HetCompTrainer(BestStateMixin, Trainer):
                 loss = self.rank_weight * rank_loss(scores, *batch, top=self.rank_top).sum()
             else:
                 loss = self.overall_weight * overall_loss(scores, *batch).sum()
-            self._check_nan(loss)
             loss.backward()
-            total += loss.item()
+            total = loss.detach() if total is None else total + loss.detach()
         return total
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
@@ -115,20 +116,22 @@ class HetCompTrainer(BestStateMixin, Trainer):
         batches = (tqdm(train_data, total=len(train_data), ncols=100,
                         desc=set_color(f"Train {epoch_idx:>5}", "pink"))
                    if show_progress else train_data)
-        total = 0.0
+        total = torch.zeros((), device=self.device)
         for interaction in batches:
             interaction = interaction.to(self.device)
             users = torch.unique(interaction[uid])
             self.optimizer.zero_grad()
-            total += self.distillation_backward(users)
+            loss = self.distillation_backward(users)
             if self.cf_weight:
-                loss = self.cf_weight * self.model.calculate_loss(interaction)
-                loss.backward()
-                total += loss.item()
+                cf_loss = self.cf_weight * self.model.calculate_loss(interaction)
+                cf_loss.backward()
+                loss = loss + cf_loss.detach()
+            self._check_nan(loss)  # the one host sync per batch: stop before a NaN step
+            total += loss
             if self.clip_grad_norm:  # RecBole's key, applied as its Trainer does
                 clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
             self.optimizer.step()
-        return total
+        return float(total)
 
     def _valid_epoch(self, valid_data, show_progress=False):
         self._capturing = not self.switched and self.knowledge is not None

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import torch
 
+from recbole_hetcomp.device import Stopwatch, synchronize
 from recbole_hetcomp.registry import get_trainer
 from recbole_hetcomp.trainer.best_state import BestStateMixin
 
@@ -32,11 +33,14 @@ class TrajectoryMixin(BestStateMixin):
         if self.recorder is None:
             return super()._valid_epoch(valid_data, show_progress=show_progress)
         recorder = self.recorder
+        device = recorder.device
+        # Lists are gathered on the device and copied to the host once, after the pass.
         shape = (recorder.n_users, recorder.top_m)
-        self._captured = np.zeros(shape, dtype=recorder.dtype)
-        self._observed = np.zeros(shape, dtype=recorder.dtype)
-        self._seen = np.zeros(recorder.n_users, dtype=bool)
+        self._captured = torch.zeros(shape, dtype=torch.long, device=device)
+        self._observed = torch.zeros(shape, dtype=torch.long, device=device)
+        self._seen = torch.zeros(recorder.n_users, dtype=torch.bool, device=device)
         self._seen[0] = True
+        self._stopwatch = Stopwatch(device)
         model_predict = self.model.full_sort_predict
         self.model.full_sort_predict = self._keep_raw_scores(model_predict)
         try:
@@ -44,14 +48,15 @@ class TrajectoryMixin(BestStateMixin):
         finally:
             del self.model.full_sort_predict  # back to the class's method
         start = time.perf_counter()
-        missing = torch.from_numpy(np.flatnonzero(~self._seen))
+        captured, observed = recorder.to_numpy(self._captured), recorder.to_numpy(self._observed)
+        missing = torch.from_numpy(np.flatnonzero(~self._seen.cpu().numpy()))
         if len(missing):
-            unobserved, observed = recorder.rank_users_both(missing)
-            self._captured[missing.numpy()] = unobserved
-            self._observed[missing.numpy()] = observed
-        recorder.record(self._epoch, score, self._captured)
-        self._last_observed, self._captured = self._observed, None
-        self.record_seconds += time.perf_counter() - start
+            captured[missing.numpy()], observed[missing.numpy()] = \
+                recorder.rank_users_both(missing)
+        recorder.record(self._epoch, score, captured)
+        self._last_observed, self._captured = observed, None
+        synchronize(device)
+        self.record_seconds += time.perf_counter() - start + self._stopwatch.seconds
         return score, result
 
     def _keep_raw_scores(self, predict):
@@ -65,17 +70,16 @@ class TrajectoryMixin(BestStateMixin):
         self._raw_scores = None
         interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
         if self._captured is not None and self._raw_scores is not None:
-            start = time.perf_counter()
-            recorder = self.recorder
-            users = interaction[recorder.uid_field]
-            # scores already hold -inf at training items and item 0 (RecBole's history mask)
-            lists = recorder.top_lists(scores, torch.zeros_like(scores, dtype=torch.bool))
-            raw = self._raw_scores.view(len(users), -1)
-            rows = users.cpu().numpy()
-            self._captured[rows] = recorder.to_numpy(lists)
-            self._observed[rows] = recorder.to_numpy(recorder.training_item_lists(users, raw))
-            self._seen[rows] = True
-            self.record_seconds += time.perf_counter() - start
+            with self._stopwatch:  # no host sync per batch: device time, read once
+                recorder = self.recorder
+                rows = interaction[recorder.uid_field].to(recorder.device)
+                # scores already hold -inf at training items and item 0 (RecBole's mask)
+                lists = recorder.top_lists(scores, torch.zeros_like(scores, dtype=torch.bool))
+                raw = self._raw_scores.view(len(rows), -1)
+                self._captured[rows] = lists.to(recorder.device)
+                self._observed[rows] = recorder.training_item_lists(rows, raw).to(
+                    recorder.device)
+                self._seen[rows] = True
         return interaction, scores, positive_u, positive_i
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):

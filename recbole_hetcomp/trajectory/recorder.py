@@ -53,7 +53,12 @@ def select_snapshots(scores, best_index, fractions):
 
 
 class TrajectoryRecorder:
-    """Rank every user's items with a model, in user batches on the model's device.
+    """Rank every user's items with a model, in user batches on the run's device.
+
+    The training histories and the lists being built stay on that device; lists come back to
+    the host once per pass, not once per batch. Scores may come back on another device than
+    the run's (RecBole's EASE, SLIMElastic and ADMMSLIM score on the CPU): masks are built
+    where the scores are.
 
     Parameters
     ----------
@@ -65,10 +70,15 @@ class TrajectoryRecorder:
         Length M of the recorded lists.
     batch_size : int
         Users per scoring batch.
+    device : torch.device or str, optional
+        Where users are sent and lists are built (the run's ``config['device']``); default:
+        the device of the model's first parameter.
     """
 
-    def __init__(self, model, train_dataset, top_m=100, batch_size=512):
+    def __init__(self, model, train_dataset, top_m=100, batch_size=512, device=None):
         self.model = model
+        self.device = torch.device(device) if device is not None else next(
+            model.parameters()).device
         self.uid_field = train_dataset.uid_field
         self.n_users = train_dataset.user_num
         self.n_items = train_dataset.item_num
@@ -76,18 +86,14 @@ class TrajectoryRecorder:
         self.batch_size = batch_size
         self.dtype = list_dtype(self.n_items)
         history, _, lengths = train_dataset.history_item_matrix()
-        self.history = history  # (U, max_len) training item ids, 0-padded
+        self.history = history.to(self.device)  # (U, max_len) training item ids, 0-padded
         self.history_len = lengths
         self.epochs, self.scores, self.rankings = [], [], []
 
-    @property
-    def device(self):
-        return next(self.model.parameters()).device
-
     def training_mask(self, users, device=None):
-        """(B, I) bool on ``device`` (default: the model's): True for each user's training
+        """(B, I) bool on ``device`` (default: the run's): True for each user's training
         items and for padding item 0."""
-        history = self.history[users.to(self.history.device)]
+        history = self.history[users.to(self.device)]
         return exclusion_mask(history.to(device or self.device), self.n_items)
 
     def scores_for(self, users):
@@ -114,17 +120,17 @@ class TrajectoryRecorder:
         """
         was_training = self.model.training
         self.model.eval()
-        unobserved = np.zeros((len(users), self.top_m), dtype=self.dtype)
-        observed = np.zeros_like(unobserved)
+        unobserved = torch.zeros((len(users), self.top_m), dtype=torch.long, device=self.device)
+        observed = torch.zeros_like(unobserved)
         for start in range(0, len(users), self.batch_size):
             batch = users[start:start + self.batch_size]
             scores = self.scores_for(batch)
             rows = slice(start, start + len(batch))
-            unobserved[rows] = self.to_numpy(self.top_lists(
-                scores, self.training_mask(batch, scores.device)))
-            observed[rows] = self.to_numpy(self.training_item_lists(batch, scores))
+            unobserved[rows] = self.top_lists(
+                scores, self.training_mask(batch, scores.device)).to(self.device)
+            observed[rows] = self.training_item_lists(batch, scores).to(self.device)
         self.model.train(was_training)
-        return unobserved, observed
+        return self.to_numpy(unobserved), self.to_numpy(observed)
 
     def rank_users(self, users, observed=False):
         """Top-M lists for ``users``: their non-training items, or (``observed``) training items."""

@@ -1,0 +1,164 @@
+"""The GPU path, checked on the CPU (issue 9): which device a Config resolves, that a GPU
+scheduler's choice is kept, recording when scores and parameters live on different devices,
+ties broken by item id, and batch sizes from element budgets."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from recbole.model.abstract_recommender import GeneralRecommender
+
+from recbole_hetcomp.config import Config
+from recbole_hetcomp.data.split import build_split
+from recbole_hetcomp.device import Stopwatch, batch_users, dense_elements
+from recbole_hetcomp.errors import HetCompError
+from recbole_hetcomp.knowledge import masked_topk, topk_by_id
+from recbole_hetcomp.trajectory import TrajectoryRecorder
+
+
+@pytest.fixture
+def cuda_present(monkeypatch):
+    """Pretend CUDA is available (nothing is run on it: only the Config's choice is read)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # restored after the test
+
+
+def config_of(base, **keys):
+    base = {k: v for k, v in base.items() if k != "use_gpu"}
+    return Config("BPR", "tiny", config_dict={**base, **keys})
+
+
+# --- defect 1: use_gpu False means the CPU ------------------------------------------------
+def test_use_gpu_false_means_cpu_even_with_cuda(tiny, cuda_present):
+    _, base = tiny
+    assert config_of(base, use_gpu=False)["device"] == torch.device("cpu")
+    cuda = config_of(base, gpu_memory_budget=4)  # RecBole's default use_gpu: True
+    assert cuda["device"] == torch.device("cuda")
+    # a GPU run's full-sort batches come from the GPU budget unless eval_batch_size is set
+    assert cuda["eval_batch_size"] == 1 << 25
+    assert config_of(base, gpu_memory_budget=4, eval_batch_size=1000)["eval_batch_size"] == 1000
+
+
+# --- defect 2: CUDA_VISIBLE_DEVICES and a GPU that is not there ---------------------------
+def test_scheduler_gpu_is_kept_unless_gpu_id_is_given(tiny, cuda_present, monkeypatch):
+    _, base = tiny
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    config_of(base, gpu_memory_budget=4)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"  # RecBole would set its default '0'
+    config_of(base, gpu_memory_budget=4, gpu_id="1")
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+
+
+def test_unset_visible_devices_is_set_from_gpu_id(tiny, monkeypatch):
+    _, base = tiny
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config_of(base)
+    assert os.environ.get("CUDA_VISIBLE_DEVICES") == "0"  # as RecBole does
+
+
+def test_gpu_asked_for_but_missing_is_one_clear_error(tiny, monkeypatch):
+    _, base = tiny
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # e.g. gpu_id of no GPU
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    for keys in ({"use_gpu": True}, {"gpu_id": "7"}):
+        with pytest.raises(HetCompError, match="no GPU is usable.*--use_gpu=False"):
+            config_of(base, **keys)
+    # not asked for explicitly (RecBole's default use_gpu: True): the CPU, as before
+    assert config_of(base)["device"] == torch.device("cpu")
+
+
+# --- defect 3: scores on another device than the parameters -------------------------------
+class CPUScorer(GeneralRecommender):
+    """Parameters on the meta device (as a model sharded elsewhere), scores computed on the CPU
+    from the user ids, as RecBole's EASE / ADMMSLIM return them."""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.weight = torch.nn.Parameter(torch.zeros(1, device="meta"))
+        rng = np.random.default_rng(0)
+        self.table = torch.from_numpy(rng.standard_normal((self.n_users, self.n_items)))
+
+    def full_sort_predict(self, interaction):
+        users = interaction[self.USER_ID]
+        assert users.device.type == "cpu"  # the run's device, not the parameters'
+        return self.table[users].float().view(-1)
+
+
+def test_recorder_scores_on_another_device_than_the_parameters(tiny):
+    _, base = tiny
+    config = Config("BPR", "tiny", config_dict=base)
+    split = build_split(config)
+    model = CPUScorer(config, split.train)
+    recorder = TrajectoryRecorder(model, split.train, top_m=10, batch_size=7,
+                                  device=config["device"])
+    lists = recorder.rank_all()
+    history, _, lengths = split.train.history_item_matrix()
+    for user in range(1, split.n_users):
+        seen = set(history[user, :lengths[user]].tolist()) | {0}
+        row = model.table[user].float()
+        allowed = [i for i in range(split.n_items) if i not in seen]
+        expected = sorted(allowed, key=lambda i: (-row[i].item(), i))[:10]
+        assert lists[user].tolist() == expected
+
+
+# --- defect 7: ties broken by item id -----------------------------------------------------
+def test_ties_are_broken_by_the_lower_item_id():
+    rng = np.random.default_rng(1)
+    # few distinct values: many ties, also across the cut
+    scores = torch.from_numpy(rng.integers(0, 4, size=(64, 300)).astype(np.float32))
+    exclude = torch.from_numpy(rng.random((64, 300)) < 0.2)
+    exclude[:, 0] = True
+    got = masked_topk(scores, exclude, 40)
+    for row in range(64):
+        allowed = [i for i in range(300) if not exclude[row, i]]
+        expected = sorted(allowed, key=lambda i: (-scores[row, i].item(), i))[:40]
+        assert got[row].tolist() == expected
+    # the accelerator path (every row exact) gives the same lists on the same scores
+    for exact in (True, False):
+        values, ids = topk_by_id(scores.masked_fill(exclude, float("-inf")), 40, exact=exact)
+        assert torch.equal(ids, got)
+
+
+def test_recorder_lists_break_ties_by_id(tiny):
+    _, base = tiny
+    config = Config("BPR", "tiny", config_dict=base)
+    split = build_split(config)
+    model = CPUScorer(config, split.train)
+    model.table = torch.zeros_like(model.table)  # every item ties
+    lists = TrajectoryRecorder(model, split.train, top_m=5, device="cpu").rank_all()
+    history, _, lengths = split.train.history_item_matrix()
+    for user in range(1, split.n_users):
+        seen = set(history[user, :lengths[user]].tolist())
+        assert lists[user].tolist() == [i for i in range(1, split.n_items) if i not in seen][:5]
+
+
+# --- defect 5: element budgets --------------------------------------------------------------
+@pytest.mark.parametrize("n_items, users", [(3706, 565), (25181, 83), (40981, 51),
+                                            (1_000_000, 2)])
+def test_cpu_loss_chunks_keep_the_measured_budget(tiny, n_items, users):
+    _, base = tiny
+    config = Config("HetCompStudent", "tiny", config_dict=base)
+    assert batch_users(config, "loss_chunk_users", "loss", n_items) == users
+    assert batch_users(config, "knowledge_batch_size", "ranking", n_items) == max(
+        1, (1 << 24) // n_items)
+    config["loss_chunk_users"] = 9  # a value set by the user wins
+    assert batch_users(config, "loss_chunk_users", "loss", n_items) == 9
+
+
+def test_cuda_budgets_fit_the_memory_budget(tiny, cuda_present):
+    _, base = tiny
+    big = config_of(base, gpu_memory_budget=80)
+    assert dense_elements(big, "loss") == 1 << 26  # capped: bigger batches only hold memory
+    small = config_of(base, gpu_memory_budget=0.5)
+    assert dense_elements(small, "loss") == (1 << 29) // (4 * 12)  # 0.5 GiB over 12 tensors
+    assert dense_elements(small, "loss") * 4 * 12 <= 0.5 * 2 ** 30
+
+
+def test_stopwatch_on_cpu_adds_sections():
+    watch = Stopwatch("cpu")
+    for _ in range(3):
+        with watch:
+            sum(range(10000))
+    assert 0 < watch.seconds < 1
