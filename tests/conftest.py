@@ -5,6 +5,9 @@ import os
 import numpy as np
 import pytest
 
+#: HETCOMP_TEST_DEVICE=cuda runs the suite's models on the GPU (benchmarks/gpu_check.sh).
+TEST_USE_GPU = os.environ.get("HETCOMP_TEST_DEVICE", "cpu") == "cuda"
+
 
 def write_tiny_dataset(root, name="tiny", n_users=40, n_items=60, seed=0):
     """Users in two taste groups (even / odd items), 8-20 items each: learnable in a few epochs."""
@@ -28,7 +31,7 @@ def tiny(tmp_path, monkeypatch):
     write_tiny_dataset(str(tmp_path / "data"))
     config = {
         "data_path": str(tmp_path / "data"),
-        "use_gpu": False,
+        "use_gpu": TEST_USE_GPU,
         "show_progress": False,
         "state": "ERROR",
         "checkpoint_dir": str(tmp_path / "saved"),

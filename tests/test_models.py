@@ -17,6 +17,7 @@ from recbole.trainer import Trainer
 from recbole.utils import init_seed
 
 from recbole_hetcomp.model import CML, ItemVAE, NeuMF
+from conftest import TEST_USE_GPU
 
 PROPERTIES = Path(__file__).resolve().parents[1] / "properties" / "model"
 N_USERS, N_ITEMS, PER_USER = 30, 40, 8
@@ -41,7 +42,7 @@ def build(model_class, data_path, **overrides):
     config_dict = {
         "data_path": str(data_path),
         "epochs": 1,
-        "use_gpu": False,
+        "use_gpu": TEST_USE_GPU,  # RecBole's own Config: it may pick CUDA either way
         "checkpoint_dir": str(data_path / "saved"),
         "show_progress": False,
         "state": "ERROR",
@@ -77,8 +78,8 @@ def train_one_epoch(config, model, train_data):
 def all_pairs_agree(model):
     """full_sort_predict for every user equals predict on the explicit (user, item) pairs."""
     model.eval()
-    users = torch.arange(model.n_users)
-    items = torch.arange(model.n_items)
+    users = torch.arange(model.n_users, device=model.device)
+    items = torch.arange(model.n_items, device=model.device)
     with torch.no_grad():
         full = model.full_sort_predict(Interaction({model.USER_ID: users}))
         pairs = Interaction(
@@ -143,14 +144,14 @@ def test_neumf_training_mode_with_input_dropout_scores_each_pair(data_path):
     # with the dropout's randomness fixed it equals predict.
     config, model, _ = build(NeuMF, data_path, dropout_prob=0.5, **SMALL[NeuMF])
     model.train()
-    users = torch.arange(model.n_users)
+    users = torch.arange(model.n_users, device=model.device)
     torch.manual_seed(1)
     full = model.full_sort_predict(Interaction({model.USER_ID: users}))
     torch.manual_seed(1)
     pairs = Interaction(
         {
             model.USER_ID: users.repeat_interleave(model.n_items),
-            model.ITEM_ID: torch.arange(model.n_items).repeat(model.n_users),
+            model.ITEM_ID: torch.arange(model.n_items, device=model.device).repeat(model.n_users),
         }
     )
     torch.testing.assert_close(full, model.predict(pairs))
@@ -162,7 +163,7 @@ def test_cml_embeddings_stay_in_ball(data_path):
     train_one_epoch(config, model, train_data)
     model.eval()
     with torch.no_grad():
-        model.full_sort_predict(Interaction({model.USER_ID: torch.arange(model.n_users)}))
+        model.full_sort_predict(Interaction({model.USER_ID: torch.arange(model.n_users, device=model.device)}))
     for table in (model.user_embedding.weight, model.item_embedding.weight):
         assert table.norm(dim=1).max().item() <= clip + 1e-5
 

@@ -148,9 +148,9 @@ def _student_trainer(base, **extra):
         free = sorted(set(range(1, split.n_items)) - set(history[u].tolist()))
         rankings[:, u] = rng.choice(free, size=10, replace=False)
     trainer_class = get_trainer(config["MODEL_TYPE"], "HetCompStudent")
-    trainer = trainer_class(config, HetCompStudent(config, split.train))
+    trainer = trainer_class(config, HetCompStudent(config, split.train).to(config["device"]))
     trainer.set_knowledge(KnowledgeSet([Trajectory(rankings, rankings[0], {"teacher": "T"})],
-                                       history, split.n_items, 5, 3))
+                                       history, split.n_items, 5, 3, device=config["device"]))
     return trainer, train, valid
 
 

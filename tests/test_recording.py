@@ -19,7 +19,9 @@ LOG = logging.getLogger("test")
 
 def brute_force_top(model, uid_field, user, excluded, m):
     """(top-M item list, their scores, all scores) by sorting every allowed item in Python."""
-    scores = model.full_sort_predict(Interaction({uid_field: torch.tensor([user])}))
+    device = next(model.parameters()).device
+    users = torch.tensor([user], device=device)
+    scores = model.full_sort_predict(Interaction({uid_field: users}))
     scores = scores.view(-1).tolist()
     candidates = [i for i in range(1, len(scores)) if i not in excluded]
     candidates.sort(key=lambda i: -scores[i])
@@ -33,8 +35,9 @@ def test_recorded_lists_equal_brute_force(tiny, model_name):
     config = Config(model_name, "tiny", config_dict=dict(base, epochs=3, stopping_step=100))
     split = build_split(config)
     train, valid, _ = make_loaders(config, split)
-    model = get_model(model_name)(config, split.train)
-    recorder = TrajectoryRecorder(model, split.train, top_m=15, batch_size=7)
+    model = get_model(model_name)(config, split.train).to(config["device"])
+    recorder = TrajectoryRecorder(model, split.train, top_m=15, batch_size=7,
+                                  device=config["device"])
     trainer = make_trainer(config, model, recorder)
     trainer.fit(train, valid, saved=True)
     assert recorder.epochs == list(range(trainer.epochs))  # EASE: one closed-form epoch
