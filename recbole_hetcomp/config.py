@@ -273,7 +273,7 @@ def parse_literal(text):
     """A command-line or config-dict string as the value it spells, without running anything.
 
     Python literals (``2020``, ``1e-3``, ``[2020, 2021]``, ``{'a': 1}``, ``True``, ``None``) and
-    ``true`` / ``false`` in any case are converted; anything else (``BPR``, ``[BPR,CML]``,
+    ``true`` / ``false`` in any case and YAML's ``~`` / ``null`` are converted; anything else (``BPR``, ``[BPR,CML]``,
     ``100-1``, a path) stays the string it is.
     """
     try:
@@ -281,6 +281,8 @@ def parse_literal(text):
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         if text.strip().lower() in ("true", "false"):
             return text.strip().lower() == "true"
+        if text.strip() in ("~", "null"):  # YAML's null, as in the config files
+            return None
         return text
     if isinstance(value, (str, int, float, bool, list, tuple, dict)) or value is None:
         return value

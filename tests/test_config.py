@@ -176,3 +176,10 @@ def test_torch_threads_default_leaves_a_core_free(monkeypatch):
                 quick_start.set_torch_threads(bad)
     finally:
         torch.set_num_threads(before)
+
+
+def test_yaml_null_on_the_command_line_is_none():
+    from recbole_hetcomp.config import parse_literal
+
+    assert parse_literal("~") is None and parse_literal("null") is None
+    assert parse_literal("None") is None and parse_literal("~x") == "~x"

@@ -29,8 +29,13 @@ def test_installed_wheel_reads_its_properties_and_serves_a_package(tiny, tmp_pat
     probe_site = subprocess.run([python, "-c", "import sysconfig; "
                                  "print(sysconfig.get_paths()['purelib'])"], check=True,
                                 capture_output=True, text=True).stdout.strip()
-    ours = [p for p in site.getsitepackages() + [site.getusersitepackages()]
-            if os.path.isdir(p)]
+    import recbole
+    import torch
+
+    # (plus wherever torch and RecBole were found, e.g. a PYTHONPATH target directory)
+    found = [os.path.dirname(os.path.dirname(m.__file__)) for m in (recbole, torch)]
+    ours = [p for p in dict.fromkeys(site.getsitepackages() + [site.getusersitepackages()]
+                                     + found) if os.path.isdir(p)]
     with open(os.path.join(probe_site, "outer-site-packages.pth"), "w") as f:
         f.write("\n".join(ours) + "\n")
     subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
