@@ -209,8 +209,8 @@ def check_run(config, logger):
     check_dataset_name(config["dataset"])
     for key in ("trajectory_dir", "checkpoint_dir"):
         check_directory_key(config, key)
+    warn_unknown_keys(config, logger)  # first: a misspelt key may explain the error below
     check_numbers(config)
-    warn_unknown_keys(config, logger)
     if config["model"] != STUDENT:
         return {}
     from recbole_hetcomp.pipeline import baseline_config
