@@ -14,6 +14,14 @@ RecBole 1.2.1 predates numpy 2, scipy 1.13 and torch 2.6. What breaks, and how i
    with it): it is restored as a bulk update of the matrix's dictionary.
 5. pandas 3 (copy-on-write) silently skips RecBole's in-place ``fillna``: ``setup.py`` requires
    ``pandas<3``.
+6. ``Collector.get_data_struct`` calls ``.cpu()`` on every collected value, but the training
+   data's item count (an int) and item counter (a dict) are not tensors: any non-accuracy
+   metric (``ItemCoverage``, ``AveragePopularity``, ``TailPercentage``...) crashes the
+   evaluation. Only tensors are moved now.
+7. ``TailPercentage.get_tail`` tests every recommended item against a Python list of tail items
+   (users x k x tail comparisons: minutes per evaluation on CiteULike) and
+   ``AveragePopularity.get_pop`` looks items up one by one: both are replaced by the same
+   arithmetic on arrays (``tests/test_compat.py`` checks them against RecBole's own).
 
 ``apply()`` is idempotent and runs when ``recbole_hetcomp`` is imported.
 """
@@ -39,6 +47,9 @@ _NUMPY_ALIASES = {
 
 _applied = False
 
+#: RecBole's own functions that ``apply()`` replaced, by "Class.method" (tests compare them).
+REPLACED = {}
+
 
 def _missing(module, name):
     # numpy 2 answers some removed names (np.object, np.str) with a FutureWarning: stay quiet.
@@ -56,6 +67,45 @@ def _dok_update(self, data):
     self._dict.update(data)
 
 
+def _get_data_struct(self):
+    # RecBole's own body, moving only the values that are tensors to the CPU.
+    import copy
+
+    import torch
+
+    for key, value in self.data_struct._data_dict.items():
+        if isinstance(value, torch.Tensor):
+            self.data_struct._data_dict[key] = value.cpu()
+    returned = copy.deepcopy(self.data_struct)
+    for key in ["rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label"]:
+        if key in self.data_struct:
+            del self.data_struct[key]
+    return returned
+
+
+def _lookup_table(count_items, item_matrix):
+    # (max id + 1,) array: count of each item id, 0 for ids never counted.
+    size = max([int(item_matrix.max()) if item_matrix.size else 0]
+               + [int(i) for i in count_items]) + 1
+    table = np.zeros(size, dtype=np.int64)
+    for item, count in count_items.items():
+        table[int(item)] = count
+    return table
+
+
+def _get_pop(self, item_matrix, item_count):
+    return _lookup_table(item_count, item_matrix)[item_matrix].astype(item_matrix.dtype)
+
+
+def _get_tail(self, item_matrix, count_items):
+    if self.tail > 1:
+        tail_items = [item for item, cnt in count_items.items() if cnt <= self.tail]
+    else:
+        ranked = sorted(count_items.items(), key=lambda kv: (kv[1], kv[0]))
+        tail_items = [item for item, _ in ranked[:max(int(len(ranked) * self.tail), 1)]]
+    return np.isin(item_matrix, np.asarray(tail_items, dtype=np.int64)).astype(item_matrix.dtype)
+
+
 def apply():
     """Install every adaptation (safe to call more than once)."""
     global _applied
@@ -66,6 +116,15 @@ def apply():
             setattr(np, name, alias)
     if not hasattr(sp.dok_matrix, "_update") and hasattr(sp.dok_matrix((1, 1)), "_dict"):
         sp.dok_matrix._update = _dok_update
+    from recbole.evaluator.collector import Collector
+
+    from recbole.evaluator import metrics
+
+    for owner, name, new in ((Collector, "get_data_struct", _get_data_struct),
+                             (metrics.AveragePopularity, "get_pop", _get_pop),
+                             (metrics.TailPercentage, "get_tail", _get_tail)):
+        REPLACED[f"{owner.__name__}.{name}"] = getattr(owner, name)
+        setattr(owner, name, new)
     _applied = True
 
 

@@ -232,6 +232,19 @@ class Config(RecBoleConfig):
                     self.parameters["Dataset"] += [
                         k for k in loaded if k not in self.parameters["Dataset"]]
 
+    def _get_final_config_dict(self):
+        # Read list and mapping strings as the defaults' types say before RecBole looks at the
+        # values (it checks `metrics` and `valid_metric` right after this).
+        for key, value in dict(self.external_config_dict).items():
+            default = self.internal_config_dict.get(key)
+            if isinstance(default, list) and isinstance(value, str):
+                # A literal cannot hold bare names: --teachers=[BPR,CML]
+                self.external_config_dict[key] = _parse_list(value)
+            elif isinstance(default, dict) and isinstance(value, str):
+                # --teacher_config="{CML: {epochs: 5}}": YAML flow style, read safely.
+                self.external_config_dict[key] = _parse_mapping(value)
+        return super()._get_final_config_dict()
+
     # --- validation ----------------------------------------------------------------------
     def _check_value_types(self):
         """Refuse a user value whose type cannot be what the default's type says."""
@@ -239,14 +252,6 @@ class Config(RecBoleConfig):
             default = self.internal_config_dict.get(key)
             if default is None or value is None:
                 continue
-            if isinstance(default, list) and isinstance(value, str):
-                # A literal cannot hold bare names: --teachers=[BPR,CML]
-                value = _parse_list(value)
-                self.final_config_dict[key] = self.external_config_dict[key] = value
-            elif isinstance(default, dict) and isinstance(value, str):
-                # --teacher_config="{CML: {epochs: 5}}": YAML flow style, read safely.
-                value = _parse_mapping(value)
-                self.final_config_dict[key] = self.external_config_dict[key] = value
             if not _compatible(default, value):
                 raise HetCompError(
                     f"malformed value for '{key}': got {value!r}, expected "

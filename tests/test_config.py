@@ -183,3 +183,12 @@ def test_yaml_null_on_the_command_line_is_none():
 
     assert parse_literal("~") is None and parse_literal("null") is None
     assert parse_literal("None") is None and parse_literal("~x") == "~x"
+
+
+def test_bare_word_lists_on_the_command_line(tiny):
+    # RecBole checks the metric names while the Config is built: the list must be read first.
+    _, base = tiny
+    config = Config("BPR", "tiny", config_dict=base, cmd_args=[
+        "--metrics=[Recall,NDCG,ItemCoverage]", "--teachers=[BPR,CML]"])
+    assert config["metrics"] == ["Recall", "NDCG", "ItemCoverage"]
+    assert config["teachers"] == ["BPR", "CML"]
