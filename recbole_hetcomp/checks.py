@@ -29,7 +29,9 @@ NON_NEGATIVE = ("trajectory_keep_aside", "weight_decay", "stopping_step", "overa
 #: Keys that must lie in (0, 1].
 SHARES = ("switch_share", "decay")
 
-CHOICES = {"trajectory_on_error": ("rebuild", "raise")}
+CHOICES = {"trajectory_on_error": ("rebuild", "raise"),
+           "knowledge_transfer": ("adaptive", "overall", "rank"),
+           "ablation_transfer_loss": ("overall", "rank")}
 
 
 def _is_int(value):
@@ -213,8 +215,10 @@ def check_run(config, logger):
     check_numbers(config)
     if config["model"] != STUDENT:
         return {}
+    from recbole_hetcomp.ensemble import check_weights_setting
     from recbole_hetcomp.pipeline import baseline_config
     from recbole_hetcomp.teachers import teacher_config
+    from recbole_hetcomp.variants import check_variants
 
     check_model_list(config)
     check_seeds(config["seeds"])
@@ -239,6 +243,8 @@ def check_run(config, logger):
         raise HetCompError(f"teachers must record the same trajectory_snapshots and "
                            f"trajectory_topk, got {shapes}: set them for all teachers "
                            "(teacher_config default) or for none")
+    check_weights_setting(config, len(tconfigs), next(iter(shapes.values()))[1])
+    check_variants(config)
     if config["baseline"]:
         for rate in baseline_rates(config):
             check_numbers(baseline_config(config, config["seed"], rate),

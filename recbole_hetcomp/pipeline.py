@@ -1,23 +1,20 @@
 """The HetComp pipeline behind ``--model=HetCompStudent``.
 
 one split -> each teacher trained with trajectory recording (or taken from the store) ->
-knowledge -> student (and a same-size baseline trained without distillation), per seed ->
-test evaluation of teachers, ensemble, baseline and student -> report.
+ensemble weights (uniform, fitted on validation, or given) -> knowledge -> per seed: the
+student, a same-size baseline trained without distillation, and the listed ablations and
+distillation baselines (``variants.py``) -> test evaluation of every row -> report.
 """
 
 import copy
 import time
 
-import numpy as np
-import torch
-from recbole.trainer import Trainer
 from recbole.utils import set_color
 
 from recbole_hetcomp.checks import baseline_rates
 from recbole_hetcomp.config import Config, inherited_keys
-from recbole_hetcomp.data.split import make_loaders
 from recbole_hetcomp.device import batch_users
-from recbole_hetcomp.model.ensemble_ranker import EnsembleRanker
+from recbole_hetcomp.ensemble import choose_weights, ensemble_row
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.report import (format_metrics, model_row, seeded_row, teacher_row,
                                     write_report)
@@ -25,6 +22,7 @@ from recbole_hetcomp.serving.export import check_export_settings, export_model
 from recbole_hetcomp.teachers import teacher_config, teacher_trajectory
 from recbole_hetcomp.trainer.knowledge_set import KnowledgeSet
 from recbole_hetcomp.training import train_model
+from recbole_hetcomp.variants import plan_variants
 
 
 class Stages:
@@ -58,45 +56,69 @@ def run_pipeline(config, split, logger):
     stage("ensemble knowledge")
     history = split.train.history_item_matrix()[0]
     rows = [teacher_row(t.manifest) for t in trajectories]
-    rows.append(_ensemble_row(config, split, trajectories, rows))
+    weights, weights_info = choose_weights(config, split, trajectories, logger)
+    teacher_rows = list(rows)
+    rows.append(ensemble_row(config, split, trajectories, teacher_rows,
+                             name=f"Ensemble ({len(trajectories)} teachers, uniform)"))
+    if weights is not None:
+        rows.append(ensemble_row(config, split, trajectories, teacher_rows, weights,
+                                 name=f"Ensemble ({len(trajectories)} teachers, "
+                                      f"{weights_info['setting']}-weighted)"))
+        rows[-1]["kind"] = "weighted_ensemble"
+        rows[-1]["weights"] = weights_info["weights"]
+    variants = plan_variants(config, trajectories)
 
     seeds = list(config["seeds"] or [config["seed"]])
-    students, baselines, runs = [], [], []
+    results = {}  # row name -> (kind, [result per seed])
+    runs = []
     best_student = best_baseline = None  # (result, model, config) of the best seed on valid
     for seed in seeds:
         stage(f"student HetCompStudent, seed {seed}")
         student, run, model, sconfig = train_student(config, split, trajectories, history,
-                                                     seed, logger)
+                                                     seed, logger, weights)
         _log_test("HetCompStudent", seed, student, logger)
-        students.append(student)
+        results.setdefault("HetCompStudent", ("student", []))[1].append(student)
         runs.append(run)
         best_student = _better(best_student, (student, model, sconfig))
         if config["baseline"]:
             stage(f"baseline {config['baseline']} (embedding_size "
                   f"{config['embedding_size']}, no distillation), seed {seed}")
             baseline, bmodel, bconfig = train_baseline(config, split, seed, logger)
-            baselines.append(baseline)
+            results.setdefault(f"{config['baseline']} (same size)", ("baseline", []))[1].append(
+                baseline)
             if config["export_teachers"]:
                 best_baseline = _better(best_baseline, (baseline, bmodel, bconfig))
-            _log_test(config["baseline"], seed, baselines[-1], logger)
-            run["baseline_valid_history"] = baselines[-1].pop("valid_history")
-            run["baseline_learning_rate"] = baselines[-1]["learning_rate"]
-            run["baseline_learning_rate_search"] = baselines[-1].pop("learning_rate_search")
-    if baselines:
-        rows.append(_seeded_row(f"{config['baseline']} (same size)", baselines, "baseline"))
-        if best_baseline:
-            packages["baseline"] = _export_best(best_baseline, split, rows[-1], logger)
-    rows.append(_seeded_row("HetCompStudent", students, "student"))
+            _log_test(config["baseline"], seed, baseline, logger)
+            run["baseline_valid_history"] = baseline.pop("valid_history")
+            run["baseline_learning_rate"] = baseline["learning_rate"]
+            run["baseline_learning_rate_search"] = baseline.pop("learning_rate_search")
+        for variant in variants:
+            stage(f"{variant.row_name}, seed {seed}")
+            result, vrun = variant.train(config, split, history, seed, logger, weights)
+            _log_test(variant.row_name, seed, result, logger)
+            results.setdefault(variant.row_name, (variant.kind, []))[1].append(result)
+            run.setdefault("variants", {})[variant.row_name] = vrun
+    order = ("baseline", "student", "ablation", "distillation")  # the table's reading order
+    for name, (kind, per_seed) in sorted(results.items(), key=lambda kv: order.index(kv[1][0])):
+        rows.append(_seeded_row(name, per_seed, kind))
+    if best_baseline:
+        packages["baseline"] = _export_best(best_baseline, split, _row(rows, "baseline"), logger)
     if config["export_model"]:
         stage("model package")
-        packages["student"] = _export_best(best_student, split, rows[-1], logger)
+        packages["student"] = _export_best(best_student, split, _row(rows, "student"), logger)
     stage("report")
-    report = write_report(config, split, rows, runs, logger, packages)
+    report = write_report(config, split, rows, runs, logger, packages,
+                          extra={"ensemble_weights": weights_info,
+                                 "variants": {v.row_name: v.description for v in variants}})
     stage("done")
     return report
 
 
-def train_student(config, split, trajectories, history, seed, logger):
+def _row(rows, kind):
+    return next(r for r in rows if r["kind"] == kind)
+
+
+def train_student(config, split, trajectories, history, seed, logger, weights=None):
     """Distil the knowledge into a fresh student with ``seed``.
 
     Returns (result, histories, model in its best validation state, the student's config)."""
@@ -105,7 +127,7 @@ def train_student(config, split, trajectories, history, seed, logger):
     knowledge = KnowledgeSet(trajectories, history, split.n_items, config["hetcomp_k"],
                              config["hetcomp_l"], config["temperature"],
                              batch_users(config, "knowledge_batch_size", "ranking",
-                                         split.n_items), config["device"])
+                                         split.n_items), config["device"], weights)
     model, trainer, result = train_model(config, split, logger, knowledge=knowledge)
     result["seed"] = seed
     run = {"seed": seed, "kc_history": trainer.kc_history,
@@ -181,21 +203,6 @@ def _log_test(name, seed, result, logger):
     # stopped still leaves them).
     logger.info(set_color(f"{name} seed {seed} test result", "yellow")
                 + f": {format_metrics(result['test_result'])}")
-
-
-def _ensemble_row(config, split, trajectories, teacher_rows):
-    """Test metrics of the teachers' ensemble ranking; serving cost = all teachers together."""
-    rankings = np.stack([t.rankings for t in trajectories]).astype(np.int64)
-    model = EnsembleRanker(config, split.train, torch.from_numpy(rankings),
-                           k=max(config["topk"]) * 2, temperature=config["temperature"],
-                           batch_size=batch_users(config, "knowledge_batch_size", "ranking",
-                                                  split.n_items)).to(config["device"])
-    _, _, test_data = make_loaders(config, split)
-    test = Trainer(config, model).evaluate(test_data, load_best_model=False)
-    return model_row(f"Ensemble ({len(trajectories)} teachers)", "ensemble", test,
-                     sum(r["n_params"] for r in teacher_rows),
-                     sum(r["inference_ms_per_1000_users"] for r in teacher_rows),
-                     sum(r["train_seconds"] for r in teacher_rows))
 
 
 def _seeded_row(name, results, kind):

@@ -144,11 +144,12 @@ def markdown_table(rows, columns):
     return "\n".join(lines)
 
 
-def write_report(config, split, rows, runs, logger, packages=None):
+def write_report(config, split, rows, runs, logger, packages=None, extra=None):
     """Write ``<stem>.report.md``, ``.report.json`` and ``.png``; log the table.
 
     ``packages``: model packages written by the run ("student", "baseline", teacher names ->
-    path), named in the report."""
+    path), named in the report; ``extra``: more report keys (``ensemble_weights``,
+    ``variants``)."""
     stem = report_stem(config)
     device = str(config["device"])
     machine = (torch.cuda.get_device_name(config["device"]) if device.startswith("cuda")
@@ -162,7 +163,7 @@ def write_report(config, split, rows, runs, logger, packages=None):
               "valid_metric": config["valid_metric"], "columns": columns,
               "seeds": list(config["seeds"] or [config["seed"]]), "rows": rows,
               "summary": summary(rows, config["valid_metric"], columns), "runs": runs,
-              "packages": {k: v for k, v in (packages or {}).items() if v}}
+              "packages": {k: v for k, v in (packages or {}).items() if v}, **(extra or {})}
     report, markdown = write_files(report, stem)
     logger.info("\n" + markdown)
     logger.info(f"report written to {report['markdown']}, {report['json']}, {report['plot']}")

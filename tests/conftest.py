@@ -40,5 +40,7 @@ def tiny(tmp_path, monkeypatch):
         "epochs": 2,
         "eval_step": 1,
         "trajectory_topk": 10,
+        # the validation-weighted ensemble scores the recorded top-10 lists at this cut-off
+        "valid_metric": "Recall@10",
     }
     return str(tmp_path / "data"), config

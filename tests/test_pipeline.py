@@ -41,11 +41,22 @@ def test_pipeline_end_to_end_and_resume(tiny, monkeypatch, caplog):
     assert trained == ["CML"]  # BPR came from the store
     assert "[BPR] reusing recorded trajectory" in caplog.text
 
-    assert report["columns"] == ["recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20",
-                                 "ndcg@50"]  # metrics x topk of properties/overall.yaml
+    # metrics x topk of properties/overall.yaml: accuracy, then popularity bias and coverage
+    assert report["columns"] == [f"{m}@{k}" for m in ("recall", "ndcg", "itemcoverage",
+                                                       "averagepopularity", "giniindex",
+                                                       "tailpercentage") for k in (10, 20, 50)]
     assert report["test_result"] == report["rows"][-1]["test_result"]
     names = [row["model"] for row in report["rows"]]
-    assert names == ["BPR", "CML", "Ensemble (2 teachers)", "BPR (same size)", "HetCompStudent"]
+    assert names == ["BPR", "CML", "Ensemble (2 teachers, uniform)",
+                     "Ensemble (2 teachers, validation-weighted)", "BPR (same size)",
+                     "HetCompStudent"]
+    weights = report["ensemble_weights"]
+    assert weights["setting"] == "validation" and set(weights["weights"]) == {"BPR", "CML"}
+    assert sum(weights["weights"].values()) == pytest.approx(1.0)
+    assert report["rows"][3]["weights"] == weights["weights"]
+    # never worse than the uniform ensemble or the best teacher on validation
+    assert weights["chosen_valid"] >= max(weights["uniform_valid"],
+                                          *weights["single_valid"].values())
     for row in report["rows"]:
         assert set(report["columns"]) <= set(row["test_result"])
         assert row["n_params"] > 0 and row["inference_ms_per_1000_users"] > 0
@@ -70,7 +81,8 @@ def test_seeds_give_mean_and_std(tiny):
     student = report["rows"][-1]
     assert student["seeds"] == 2 and len(student["per_seed"]) == 2
     assert "recall@50" in student["test_std"]
-    assert [r["kind"] for r in report["rows"]] == ["teacher", "teacher", "ensemble", "student"]
+    assert [r["kind"] for r in report["rows"]] == ["teacher", "teacher", "ensemble",
+                                                   "weighted_ensemble", "student"]
 
 
 def test_student_switches_to_rank_loss(tiny):
@@ -181,3 +193,87 @@ def test_student_trainer_refuses_keys_it_cannot_honour(tiny, key):
     trainer, train, _ = _student_trainer(base)
     with pytest.raises(HetCompError, match="loss_func"):
         trainer._train_epoch(train, 1, loss_func=lambda interaction: 0)
+
+
+def _loss_calls(monkeypatch):
+    """Record which distillation loss each chunk of the student's training used."""
+    import recbole_hetcomp.trainer.hetcomp as hetcomp
+
+    calls = []
+    for name in ("overall_loss", "rank_loss"):
+        real = getattr(hetcomp, name)
+        monkeypatch.setattr(hetcomp, name, lambda *a, _real=real, _name=name, **k:
+                            calls.append(_name) or _real(*a, **k))
+    return calls
+
+
+@pytest.mark.parametrize("dynamic, transfer, expected", [
+    (True, "adaptive", ["overall_loss", "overall_loss"]),  # C = 2: one step reaches the end
+    (False, "adaptive", ["overall_loss", "rank_loss"]),    # the rule fires at the first check
+    (True, "overall", ["overall_loss", "overall_loss"]),
+    (True, "rank", ["rank_loss", "rank_loss"]),
+])
+def test_ablation_switches_change_what_they_name(tiny, monkeypatch, dynamic, transfer,
+                                                 expected):
+    import torch
+
+    _, base = tiny
+    trainer, train, _ = _student_trainer(base, kc_period=1, alpha=1.05,
+                                         dynamic_construction=dynamic,
+                                         knowledge_transfer=transfer)
+    knowledge = trainer.knowledge
+    last = knowledge.n_snapshots - 1
+    # without dynamic construction every pair starts at the converged teachers' snapshot
+    assert bool((knowledge.state.choice == last).all()) == (not dynamic)
+    converged = knowledge.targets.clone()
+    calls = _loss_calls(monkeypatch)
+    batch = [next(iter(train))]
+    trainer._train_epoch(batch, 0)
+    first = set(calls)
+    calls.clear()
+    trainer._train_epoch(batch, 1)  # epoch p = 1: construction (dynamic) and the switch check
+    assert [first.pop(), set(calls).pop()] == expected
+    assert len(trainer.kc_history) == 1
+    # the easy-to-hard step ran (its first call measures the discrepancies) only if dynamic
+    assert knowledge.state.initialised == dynamic
+    if not dynamic:
+        assert torch.equal(knowledge.targets, converged)  # nothing moved: already converged
+        assert trainer.switched and trainer.kc_history[0]["loss"] == "rank"
+
+
+def test_variants_plan_and_best_teacher(tiny):
+    from recbole_hetcomp.config import Config
+    from recbole_hetcomp.trajectory import Trajectory
+    from recbole_hetcomp.variants import plan_variants
+
+    _, base = tiny
+    config = Config("HetCompStudent", "tiny", config_dict=dict(
+        base, ablations=["best_teacher_only", "no_dynamic_construction",
+                         "no_adaptive_transfer"], ablation_transfer_loss="rank"))
+    scores = {"A": 0.2, "B": 0.5, "C": 0.3}
+    trajectories = [Trajectory(None, None, {"teacher": t, "best_valid_result": {"recall@10": s},
+                                            "snapshot_valid_scores": [0, s]})
+                    for t, s in scores.items()]
+    plan = {v.key: v for v in plan_variants(config, trajectories)}
+    assert [t.teacher for t in plan["best_teacher_only"].trajectories] == ["B"]
+    assert plan["best_teacher_only"].row_name == "HetComp from B only"
+    assert plan["best_teacher_only"].overrides == {}
+    assert plan["no_dynamic_construction"].overrides == {"dynamic_construction": False}
+    assert plan["no_adaptive_transfer"].overrides == {"knowledge_transfer": "rank"}
+    for key in ("no_dynamic_construction", "no_adaptive_transfer"):
+        assert plan[key].trajectories is trajectories  # the same teachers as the student
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"ablations": ["no_dkc"]}, "ablations: no_dkc is not one of"),
+    ({"distillation_baselines": ["MTD"]}, "distillation_baselines: MTD is not one of"),
+    ({"ensemble_weights": [1, 2, 3]}, "ensemble_weights lists 3 weights for 2 teachers"),
+    ({"ensemble_weights": [0, 0]}, "must be non-negative numbers, not all 0"),
+    ({"ensemble_weights": "best"}, "ensemble_weights must be uniform, validation or a list"),
+    ({"valid_metric": "Recall@50"}, "recorded top-10 lists at Recall@50"),
+    ({"knowledge_transfer": "listwise"}, "knowledge_transfer must be one of"),
+])
+def test_distillation_settings_refused_before_training(tiny, extra, message):
+    _, base = tiny
+    with pytest.raises(HetCompError, match=message):
+        run_hetcomp("HetCompStudent", "tiny", config_dict=pipeline_config(base, **extra))

@@ -23,6 +23,13 @@ from recbole_hetcomp.knowledge.importance import (
     rank_importance,
 )
 from recbole_hetcomp.knowledge.topk import topk_by_id
+from recbole_hetcomp.knowledge.weights import (
+    LIST_METRICS,
+    integer_weights,
+    list_metric,
+    select_weights,
+    weighted_ensemble_metric,
+)
 from recbole_hetcomp.knowledge.losses import (
     masked_logsumexp,
     overall_loss,
@@ -33,6 +40,11 @@ from recbole_hetcomp.knowledge.losses import (
 
 __all__ = [
     "FIXED_POINT_BITS",
+    "LIST_METRICS",
+    "integer_weights",
+    "list_metric",
+    "select_weights",
+    "weighted_ensemble_metric",
     "KnowledgeState",
     "discounted_gain",
     "discrepancy",

@@ -14,7 +14,7 @@ import torch
 from recbole_hetcomp.knowledge.importance import FIXED_POINT_BITS, fixed_point_importance
 
 
-def ensemble_top(lists, k, temperature=10.0):
+def ensemble_top(lists, k, temperature=10.0, weights=None):
     """Top-k items of the rank-importance ensemble of several ranked lists, per row.
 
     Scores are summed in fixed point (int64 units of ``2 ** -FIXED_POINT_BITS``, see
@@ -29,6 +29,10 @@ def ensemble_top(lists, k, temperature=10.0):
         Number of items to return per row.
     temperature : float
         T in ``exp(-r / T)``.
+    weights : torch.Tensor, optional
+        (X,) non-negative integers: list x's importances count ``weights[x]`` times (the
+        validation-weighted ensemble, ``weights.py``); None = all 1, the paper's uniform sum.
+        Integers keep the sums exact; a list of weight 0 contributes nothing.
 
     Returns
     -------
@@ -46,15 +50,23 @@ def ensemble_top(lists, k, temperature=10.0):
         return (torch.zeros(b, k, dtype=torch.long, device=device),
                 torch.zeros(b, k, dtype=torch.bool, device=device))
     w_table = fixed_point_importance(m, temperature, device)
+    if weights is None:
+        list_weights, weight_sum = w_table.repeat(x), x
+    else:
+        weights = torch.as_tensor(weights, dtype=torch.long, device=device)
+        if weights.shape != (x,) or bool((weights < 0).any()):
+            raise ValueError(f"weights must be {x} non-negative integers, got {weights.tolist()}")
+        list_weights = (weights.unsqueeze(1) * w_table).reshape(n)  # (N,) list x, rank r
+        weight_sum = int(weights.sum())
     # Largest possible row total: the cumulative sum below adds every weight of a row.
-    max_total = int(w_table.sum()) * x
+    max_total = int(w_table.sum()) * max(weight_sum, 1)
     if max_total >= 2**62:
         raise ValueError(f"{x} lists of length {m} overflow the {FIXED_POINT_BITS}-bit fixed point")
 
     ids = lists.reshape(b, n).long()                            # (B, N) candidate ids
     sorted_ids, order = ids.sort(dim=1)                         # equal ids become runs
     padding = sorted_ids <= 0
-    w = w_table.repeat(x).expand(b, n).gather(1, order)         # (B, N) weight of each candidate
+    w = list_weights.expand(b, n).gather(1, order)              # (B, N) weight of each candidate
     csum = w.masked_fill_(padding, 0).cumsum(dim=1)             # exact: integer arithmetic
 
     # A run's total is the cumulative sum at its last element minus the one at the previous run's
@@ -88,7 +100,7 @@ def ensemble_top(lists, k, temperature=10.0):
     return items, mask
 
 
-def ensemble_targets(rankings, choice, k=100, temperature=10.0, batch_size=1024):
+def ensemble_targets(rankings, choice, k=100, temperature=10.0, batch_size=1024, weights=None):
     """Ensemble targets T_u from each teacher's chosen snapshot.
 
     Parameters
@@ -104,6 +116,8 @@ def ensemble_targets(rankings, choice, k=100, temperature=10.0, batch_size=1024)
         T in ``exp(-r / T)``.
     batch_size : int
         Users per batch.
+    weights : torch.Tensor, optional
+        (X,) integer teacher weights (see ``ensemble_top``); None = uniform.
 
     Returns
     -------
@@ -128,11 +142,11 @@ def ensemble_targets(rankings, choice, k=100, temperature=10.0, batch_size=1024)
         end = min(start + batch_size, u)
         user = torch.arange(start, end, device=device).unsqueeze(1)  # (B, 1)
         lists = rankings[teacher, choice[start:end], user]  # (B, X, M)
-        targets[start:end], mask[start:end] = ensemble_top(lists, k, temperature)
+        targets[start:end], mask[start:end] = ensemble_top(lists, k, temperature, weights)
     return targets, mask
 
 
-def observed_lists(observed, l=10, temperature=10.0, batch_size=1024):
+def observed_lists(observed, l=10, temperature=10.0, batch_size=1024, weights=None):
     """Observed ranking P_u: the user's training items ranked by the converged teachers' ensemble.
 
     Users with fewer than ``l`` training items get shorter lists (mask False on the rest); no item
@@ -148,6 +162,8 @@ def observed_lists(observed, l=10, temperature=10.0, batch_size=1024):
         T in ``exp(-r / T)``.
     batch_size : int
         Users per batch.
+    weights : torch.Tensor, optional
+        (X,) integer teacher weights (see ``ensemble_top``); None = uniform.
 
     Returns
     -------
@@ -165,5 +181,5 @@ def observed_lists(observed, l=10, temperature=10.0, batch_size=1024):
     for start in range(0, u, batch_size):
         end = min(start + batch_size, u)
         lists = observed[:, start:end].transpose(0, 1)          # (B, X, M)
-        items[start:end], mask[start:end] = ensemble_top(lists, l, temperature)
+        items[start:end], mask[start:end] = ensemble_top(lists, l, temperature, weights)
     return items, mask

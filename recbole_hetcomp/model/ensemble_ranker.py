@@ -1,7 +1,8 @@
 """The teachers' ensemble as a RecBole model, so RecBole's evaluator scores it like any model.
 
 Its ranking for a user is the ensemble of the converged teachers' recorded top-M lists (the
-same importance rule as the distillation targets); items outside the ensemble list score -1e9.
+same importance rule as the distillation targets, with the run's teacher weights); items
+outside the ensemble list score -1e9.
 """
 
 import torch
@@ -17,14 +18,15 @@ class EnsembleRanker(GeneralRecommender):
 
     input_type = InputType.POINTWISE
 
-    def __init__(self, config, dataset, rankings, k, temperature=10.0, batch_size=1024):
+    def __init__(self, config, dataset, rankings, k, temperature=10.0, batch_size=1024,
+                 weights=None):
         super().__init__(config, dataset)
         # (X, U, M) last snapshot of every teacher -> (U, k) ensemble lists
         last = rankings[:, -1].long()
         lists = []
         for start in range(0, last.shape[1], batch_size):
             items, mask = ensemble_top(last[:, start:start + batch_size].transpose(0, 1), k,
-                                       temperature)
+                                       temperature, weights)
             lists.append(torch.where(mask, items, torch.zeros_like(items)))
         self.register_buffer("lists", torch.cat(lists))
         # RecBole's Trainer builds an optimizer: give it one (empty) parameter

@@ -4,6 +4,11 @@ Every ``kc_period`` epochs (from epoch p on, until the switch) the student's top
 compared with the teachers' next snapshots and each (user, teacher) pair may move on
 (``knowledge/construction.py``), then the targets are rebuilt. The overall loss is used until
 ``switch_share`` of the pairs reached the last snapshot, the rank loss after that (once).
+
+Two switches turn parts of the method off for the paper's ablations (``variants.py``):
+``dynamic_construction: False`` starts every pair at the last snapshot (the converged
+teachers' targets from epoch 0; the switch rule, checked at epoch p as usual, then fires at
+once) and ``knowledge_transfer: overall | rank`` keeps one loss throughout.
 """
 
 from time import perf_counter
@@ -18,6 +23,9 @@ from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.device import batch_users
 from recbole_hetcomp.knowledge import masked_topk, overall_loss, rank_loss, should_switch
 from recbole_hetcomp.trainer.best_state import BestStateMixin
+
+#: knowledge_transfer values: the paper's adaptive switch, or one loss throughout (ablation).
+TRANSFERS = ("adaptive", "overall", "rank")
 
 
 class HetCompTrainer(BestStateMixin, Trainer):
@@ -36,10 +44,15 @@ class HetCompTrainer(BestStateMixin, Trainer):
         self.rank_top = tuple(config["rank_top"])
         self.overall_weight, self.rank_weight = config["overall_weight"], config["rank_weight"]
         self.cf_weight = config["cf_weight"]
+        self.dynamic = config["dynamic_construction"]
+        self.transfer = config["knowledge_transfer"]
+        if self.transfer not in TRANSFERS:
+            raise HetCompError(f"knowledge_transfer must be one of {list(TRANSFERS)}, got "
+                               f"{self.transfer!r}")
         n_items = model.n_items
         self.chunk_users = batch_users(config, "loss_chunk_users", "loss", n_items)
         self.knowledge = None
-        self.switched = False
+        self.switched = False  # every pair at the last snapshot: construction is over
         self.kc_history = []  # one dict per knowledge-construction step
         self.valid_history = []
         # The student's top-n unobserved lists read off the last validation pass (same
@@ -48,6 +61,13 @@ class HetCompTrainer(BestStateMixin, Trainer):
 
     def set_knowledge(self, knowledge):
         self.knowledge = knowledge
+        if not self.dynamic:
+            knowledge.finish()
+
+    def _uses_rank_loss(self):
+        if self.transfer == "adaptive":
+            return self.switched
+        return self.transfer == "rank"
 
     # --- knowledge construction ----------------------------------------------------------
     def _knowledge_due(self, epoch_idx):
@@ -56,9 +76,10 @@ class HetCompTrainer(BestStateMixin, Trainer):
     def _construct(self, epoch_idx):
         start = perf_counter()
         self.model.eval()
-        known = self._valid_top if self._valid_top_epoch == epoch_idx - 1 else None
-        self.knowledge.construct(self.model.user_scores, epoch_idx, self.period, self.alpha,
-                                 self.decay, self.discrepancy_n, known)
+        if self.dynamic:
+            known = self._valid_top if self._valid_top_epoch == epoch_idx - 1 else None
+            self.knowledge.construct(self.model.user_scores, epoch_idx, self.period, self.alpha,
+                                     self.decay, self.discrepancy_n, known)
         self._valid_top = None
         switched_now = should_switch(self.knowledge.state.choice[1:],
                                      self.knowledge.n_snapshots, self.switch_share)
@@ -68,14 +89,15 @@ class HetCompTrainer(BestStateMixin, Trainer):
         self.model.train()
         self.cur_step = 0  # new knowledge: early-stopping patience restarts
         entry = {"epoch": epoch_idx, **self.knowledge.progress(),
-                 "loss": "rank" if self.switched else "overall",
+                 "loss": "rank" if self._uses_rank_loss() else "overall",
                  "seconds": perf_counter() - start}
         self.kc_history.append(entry)
         means = ", ".join(f"{t} {m:.2f}" for t, m in entry["mean_snapshot"].items())
         self.logger.info(set_color(f"epoch {epoch_idx} knowledge construction", "green")
                          + f" [{entry['seconds']:.2f}s] mean snapshot: {means}; at last "
                          f"snapshot: {entry['share_at_last']:.1%}; loss: {entry['loss']}"
-                         + (" (switched to the rank loss)" if switched_now else ""))
+                         + (" (switched to the rank loss)"
+                            if switched_now and self.transfer == "adaptive" else ""))
 
     # --- training ------------------------------------------------------------------------
     def distillation_backward(self, users):
@@ -94,7 +116,7 @@ class HetCompTrainer(BestStateMixin, Trainer):
             chunk = users[start:start + self.chunk_users]
             scores = self.model.user_scores(chunk)  # (B, I)
             batch = self.knowledge.batch(chunk)
-            if self.switched:
+            if self._uses_rank_loss():
                 loss = self.rank_weight * rank_loss(scores, *batch, top=self.rank_top).sum()
             else:
                 loss = self.overall_weight * overall_loss(scores, *batch).sum()
@@ -134,7 +156,7 @@ class HetCompTrainer(BestStateMixin, Trainer):
         return float(total)
 
     def _valid_epoch(self, valid_data, show_progress=False):
-        self._capturing = not self.switched and self.knowledge is not None
+        self._capturing = not self.switched and self.dynamic and self.knowledge is not None
         if self._capturing:
             self._valid_top = torch.full((self.knowledge.n_users, self.discrepancy_n), -1,
                                          dtype=torch.long, device=self.device)

@@ -30,10 +30,13 @@ class KnowledgeSet:
     batch_size : int
         Users per batch for target rebuilds and knowledge construction.
     device : torch.device
+    weights : torch.Tensor, optional
+        (X,) integer teacher weights of the ensemble (``ensemble.choose_weights``); None =
+        uniform, the paper's.
     """
 
     def __init__(self, trajectories, history, n_items, k=100, l=10, temperature=10.0,
-                 batch_size=1024, device="cpu"):
+                 batch_size=1024, device="cpu", weights=None):
         shapes = {t.teacher: t.rankings.shape for t in trajectories}
         if len({s for s in shapes.values()}) != 1:
             raise HetCompError(f"teacher trajectories differ in (C, users, M): {shapes}; record "
@@ -52,12 +55,14 @@ class KnowledgeSet:
         self.n_items, self.k, self.l = n_items, k, l
         self.temperature, self.batch_size, self.device = temperature, batch_size, device
         self.n_snapshots = c
+        self.weights = None if weights is None else torch.as_tensor(weights).long().to(device)
         # int32 halves memory against int64; uint16 (the store's format) cannot index tensors
         self.rankings = torch.from_numpy(
             np.stack([t.rankings.astype(np.int32) for t in trajectories])).to(device)
         observed = torch.from_numpy(
             np.stack([t.observed.astype(np.int32) for t in trajectories])).to(device)
-        self.observed, self.observed_mask = observed_lists(observed, l, temperature, batch_size)
+        self.observed, self.observed_mask = observed_lists(observed, l, temperature, batch_size,
+                                                           self.weights)
         self.history = history.to(device)
         self.state = KnowledgeState.new(u, len(trajectories), device)
         self.rebuild_targets()
@@ -68,7 +73,8 @@ class KnowledgeSet:
 
     def rebuild_targets(self):
         self.targets, self.target_mask = ensemble_targets(
-            self.rankings, self.state.choice, self.k, self.temperature, self.batch_size)
+            self.rankings, self.state.choice, self.k, self.temperature, self.batch_size,
+            self.weights)
 
     def batch(self, users):
         """Per-batch tensors for ``users`` (B,): excluded items (the training items as a 0-padded
