@@ -21,11 +21,14 @@ STUDENT = "HetCompStudent"
 POSITIVE_INTS = ("epochs", "train_batch_size", "eval_batch_size", "embedding_size", "eval_step",
                  "kc_period", "hetcomp_k", "hetcomp_l", "discrepancy_n", "trajectory_topk",
                  "trajectory_snapshots", "trajectory_batch_size", "knowledge_batch_size",
-                 "loss_chunk_users")
+                 "loss_chunk_users", "kd_teacher_n", "kd_interesting", "kd_uninteresting",
+                 "dcd_samples", "dcd_student_n", "dcd_refresh")
 #: Keys that must be numbers > 0.
-POSITIVE_NUMBERS = ("learning_rate", "temperature", "alpha", "gpu_memory_budget")
+POSITIVE_NUMBERS = ("learning_rate", "temperature", "alpha", "gpu_memory_budget",
+                    "kd_temperature", "dcd_epsilon")
 #: Keys that must be numbers >= 0.
-NON_NEGATIVE = ("trajectory_keep_aside", "weight_decay", "stopping_step", "overall_weight", "rank_weight", "cf_weight")
+NON_NEGATIVE = ("trajectory_keep_aside", "weight_decay", "stopping_step", "overall_weight",
+                "rank_weight", "cf_weight", "kd_weight")
 #: Keys that must lie in (0, 1].
 SHARES = ("switch_share", "decay")
 
@@ -273,6 +276,9 @@ def check_split(config, split, tconfigs):
     if l > m:
         raise HetCompError(f"hetcomp_l={l} is longer than the recorded observed lists "
                            f"(trajectory_topk={m}): lower hetcomp_l")
+    from recbole_hetcomp.kd import check_distillation_baselines
+
+    check_distillation_baselines(config, n_items, len(tconfigs), m)
     if config["discrepancy_n"] > m:
         # the teacher lists it compares against hold M items: D could never reach 0
         raise HetCompError(f"discrepancy_n={config['discrepancy_n']} is longer than the "

@@ -15,7 +15,8 @@ import sys
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.report import report_columns, seeded_row, summary, write_files
 
-SEEDED = ("baseline", "student")
+#: Row kinds trained once per seed (merged by row name); the others must agree across reports.
+SEEDED = ("baseline", "student", "ablation", "distillation")
 
 
 def merge_reports(reports):
@@ -36,16 +37,19 @@ def merge_reports(reports):
     if len(set(seeds)) != len(seeds):
         raise HetCompError(f"cannot merge reports that repeat a seed: {seeds}")
     rows = [row for row in first["rows"] if row["kind"] not in SEEDED]
-    for kind in SEEDED:
-        parts = [next((r for r in rep["rows"] if r["kind"] == kind), None) for rep in reports]
-        if all(p is None for p in parts):
-            continue
-        if any(p is None for p in parts):
-            raise HetCompError(f"cannot merge: some reports have no {kind} row")
-        rows.append(_merge_rows(parts))
+    names = [r["model"] for r in first["rows"] if r["kind"] in SEEDED]
+    for rep in reports[1:]:
+        others = [r["model"] for r in rep["rows"] if r["kind"] in SEEDED]
+        if sorted(others) != sorted(names):
+            raise HetCompError(f"cannot merge: the reports train different rows per seed "
+                               f"({names} and {others})")
+    for name in names:
+        rows.append(_merge_rows([next(r for r in rep["rows"] if r["model"] == name)
+                                 for rep in reports]))
     merged = {k: first[k] for k in ("dataset", "dataset_stats", "device", "machine",
                                     "split_fingerprint")}
     valid_metric, columns = first.get("valid_metric", "Recall@50"), report_columns(first)
+    merged.update({k: first[k] for k in ("ensemble_weights", "variants") if k in first})
     merged.update(model=first.get("model", "HetCompStudent"), rows=rows,
                   summary=summary(rows, valid_metric, columns), runs=runs, seeds=seeds,
                   valid_metric=valid_metric, columns=columns)

@@ -34,7 +34,8 @@ def get_model(name):
 
 
 #: Models of this package that train with a trainer of their own (class in ``trainer/``).
-TRAINERS = {"HetCompStudent": "HetCompTrainer"}
+TRAINERS = {"HetCompStudent": "HetCompTrainer", "RRD": "RankingDistillationTrainer",
+            "DCD": "RankingDistillationTrainer"}
 
 
 def get_trainer(model_type, model_name):

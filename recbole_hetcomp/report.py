@@ -85,6 +85,9 @@ def summary(rows, valid_metric, columns):
     student, baseline, ensemble = (by_kind.get(k) for k in ("student", "baseline", "ensemble"))
     cutoff = "@" + valid_metric.split("@")[-1] if "@" in valid_metric else None
     chosen = [c for c in columns if cutoff and c.endswith(cutoff)] or [valid_metric.lower()]
+    chosen = [m for m in chosen if m.partition("@")[0] in ACCURACY]
+    weighted = by_kind.get("weighted_ensemble")
+    variants = [r for r in rows if r["kind"] in ("ablation", "distillation")]
     for m in chosen:
         if student and baseline:
             s, b = student["test_result"][m], baseline["test_result"][m]
@@ -92,6 +95,14 @@ def summary(rows, valid_metric, columns):
             if ensemble:
                 e = ensemble["test_result"][m]
                 out.update(_gap_share(m, s, b, e))
+        if student:
+            s = student["test_result"][m]
+            for name, row in (("uniform ensemble", ensemble), ("weighted ensemble", weighted)):
+                if row and row["test_result"][m]:
+                    out[f"{m} student / {name}"] = s / row["test_result"][m]
+            for row in variants:
+                v = row["test_result"][m]
+                out[f"{m} gain over {row['model']}"] = (s - v) / v if v else None
     if student and ensemble:
         out["inference speed-up vs ensemble"] = (ensemble["inference_ms_per_1000_users"]
                                                  / student["inference_ms_per_1000_users"])
@@ -132,15 +143,27 @@ def _header(column):
     return _METRIC_NAMES.get(name, name) + (f"@{k}" if k else "")
 
 
-def markdown_table(rows, columns):
-    head = ("| model | " + " | ".join(_header(c) for c in columns)
-            + " | params | inference ms / 1k users | train s |")
-    lines = [head, "|" + "---|" * (len(columns) + 4)]
+#: RecBole's accuracy metrics; the others (coverage, popularity) get a table of their own.
+ACCURACY = ("recall", "ndcg", "hit", "precision", "mrr", "map")
+
+
+def split_columns(columns):
+    """(accuracy columns, beyond-accuracy columns) of a report."""
+    accuracy = [c for c in columns if c.partition("@")[0] in ACCURACY]
+    return accuracy, [c for c in columns if c not in accuracy]
+
+
+def markdown_table(rows, columns, costs=True):
+    """The rows as a Markdown table of ``columns`` (plus size, inference and training time)."""
+    extra = ["params", "inference ms / 1k users", "train s"] if costs else []
+    head = "| model | " + " | ".join([_header(c) for c in columns] + extra) + " |"
+    lines = [head, "|" + "---|" * (len(columns) + len(extra) + 1)]
     for r in rows:
         cells = [_cell(r, c) for c in columns]
-        lines.append(f"| {r['model']} | " + " | ".join(cells)
-                     + f" | {r['n_params']:,} | {r['inference_ms_per_1000_users']:.1f} "
-                       f"| {r['train_seconds']:.1f} |")
+        if costs:
+            cells += [f"{r['n_params']:,}", f"{r['inference_ms_per_1000_users']:.1f}",
+                      f"{r['train_seconds']:.1f}"]
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -177,6 +200,7 @@ def write_files(report, stem, note=""):
 
     Returns the report with the three paths added, and the Markdown text."""
     stats, runs = report["dataset_stats"], report["runs"]
+    accuracy, beyond = split_columns(report_columns(report))
     text = [f"# HetComp on {report['dataset']}", "",
             f"Dataset: {stats['users']:,} users, {stats['items']:,} items; interactions "
             f"train {stats['train']:,} / valid {stats['valid']:,} / test {stats['test']:,}. "
@@ -184,7 +208,11 @@ def write_files(report, stem, note=""):
             f"Device: {report['device']} ({report['machine']}). Test metrics of the epoch "
             f"selected on validation {report['valid_metric']}; students and baselines are the "
             f"mean (± std) over seeds {report['seeds']}{note}.", "",
-            markdown_table(report["rows"], report_columns(report)), ""]
+            markdown_table(report["rows"], accuracy), ""]
+    if beyond:
+        text += ["Popularity bias and coverage (RecBole's ItemCoverage, AveragePopularity, "
+                 "GiniIndex, TailPercentage; tail = the least-interacted items, `tail_ratio`):",
+                 "", markdown_table(report["rows"], beyond, costs=False), ""]
     text += [f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}"
              for k, v in report["summary"].items()]
     searches = [r["baseline_learning_rate_search"] for r in runs
@@ -193,6 +221,16 @@ def write_files(report, stem, note=""):
         text.append(f"- baseline learning rate (best on validation, per seed): "
                     f"{[r.get('baseline_learning_rate') for r in runs]} of "
                     f"{[s['learning_rate'] for s in searches[0]]}")
+    weights = report.get("ensemble_weights") or {}
+    if weights.get("setting", "uniform") != "uniform":
+        text.append("- ensemble weights (" + weights["setting"] + "): " + ", ".join(
+            f"{n} {w:.2f}" for n, w in weights["weights"].items())
+            + (f"; validation {weights['metric']}: uniform {weights['uniform_valid']:.4f}, best "
+               f"single teacher {max(weights['single_valid'].values()):.4f}, chosen "
+               f"{weights['chosen_valid']:.4f}" if "chosen_valid" in weights else "")
+            + "; the student learns from this ensemble")
+    for name, description in (report.get("variants") or {}).items():
+        text.append(f"- {name}: {description}")
     for name, path in (report.get("packages") or {}).items():
         text.append(f"- model package ({name}): `{path}`"
                     + (" (serve it: `hetcomp-recommend PACKAGE --user <token>`)"

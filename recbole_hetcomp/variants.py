@@ -57,8 +57,8 @@ class Variant:
         if self.kind == "distillation":
             from recbole_hetcomp.kd import train_distillation_baseline
 
-            return train_distillation_baseline(vconfig, split, self.trajectories, history,
-                                               seed, logger, weights)
+            return train_distillation_baseline(vconfig, self.key, split, self.trajectories,
+                                               history, seed, logger, weights)
         trajectories = self.trajectories
         if len(trajectories) == 1:
             weights = None  # one teacher: nothing to weigh

@@ -272,8 +272,33 @@ def test_variants_plan_and_best_teacher(tiny):
     ({"ensemble_weights": "best"}, "ensemble_weights must be uniform, validation or a list"),
     ({"valid_metric": "Recall@50"}, "recorded top-10 lists at Recall@50"),
     ({"knowledge_transfer": "listwise"}, "knowledge_transfer must be one of"),
+    ({"distillation_baselines": ["RRD"]}, "RRD: kd_teacher_n=100 must be an integer in 1..20"),
+    ({"distillation_baselines": ["DCD"], "kd_teacher_n": 10, "dcd_epsilon": 0},
+     "dcd_epsilon must be a number > 0"),
 ])
 def test_distillation_settings_refused_before_training(tiny, extra, message):
     _, base = tiny
     with pytest.raises(HetCompError, match=message):
         run_hetcomp("HetCompStudent", "tiny", config_dict=pipeline_config(base, **extra))
+
+
+def test_ablations_and_distillation_baselines_are_rows(tiny):
+    _, base = tiny
+    report = run_hetcomp("HetCompStudent", "tiny", config_dict=pipeline_config(
+        base, baseline=None, seeds=[1, 2], ensemble_weights="uniform",
+        ablations=["no_dynamic_construction", "no_adaptive_transfer", "best_teacher_only"],
+        distillation_baselines=["RRD", "DCD"], kd_teacher_n=10, kd_interesting=4,
+        kd_uninteresting=5, dcd_student_n=8, dcd_samples=3))
+    rows = {r["model"]: r for r in report["rows"]}
+    kinds = [r["kind"] for r in report["rows"]]
+    assert kinds == ["teacher", "teacher", "ensemble", "student"] + ["ablation"] * 3 + \
+        ["distillation"] * 2  # uniform: no weighted row
+    for name in ("HetComp w/o dynamic construction", "HetComp w/o adaptive transfer",
+                 "RRD (same ensemble)", "DCD (same ensemble)"):
+        assert rows[name]["seeds"] == 2 and rows[name]["n_params"] == rows["HetCompStudent"][
+            "n_params"]  # the same size
+        assert "recall@10" in rows[name]["test_result"]
+    assert any(n.startswith("HetComp from ") and n.endswith(" only") for n in rows)
+    text = open(report["markdown"]).read()
+    assert "| RRD (same ensemble) |" in text and "Popularity bias and coverage" in text
+    assert "recall@10 gain over DCD (same ensemble)" in report["summary"]

@@ -18,7 +18,7 @@ from: K of them are drawn without replacement with probability proportional to
 are drawn uniformly from the unobserved items outside that list (``rrd_sample``). The loss is the
 negative log of the relaxed permutation probability (``rrd_loss``)::
 
-    L_RRD(u) = - sum_{k=1..K} log( exp(s_pi_k) / (sum_{l=k..K} exp(s_pi_l) + sum_{j in U} exp(s_j)) )
+    L_RRD(u) = -sum_{k=1..K} log( exp(s_pi_k) / (sum_{l=k..K} exp(s_pi_l) + sum_{j in U} exp(s_j)) )
 
 It asks for the teacher's order among the interesting items and for every interesting item above
 every uninteresting one, and nothing about the order among uninteresting items. The student
@@ -39,9 +39,9 @@ spec).
 
 Default hyper-parameters
 ------------------------
-The method and experiment sections of both papers could not be read in the session that wrote
-this module (the search tools it had held only their abstracts); the values below are recalled
-and unverified, and the trainer takes each as a parameter. See /tmp/kd_spec.md.
+Only the papers' abstracts were at hand when this module was written, not their method and
+experiment sections: the values and locations below are recalled, not checked against the text.
+Verify them before quoting them; every one is a parameter here or in the trainer.
 
 ======================  ==================================  =====================================
 hyper-parameter         recalled value                      where (recalled, to verify)
@@ -140,6 +140,8 @@ def _distinct_uniform(blocked, n_draw, n_items, generator, rounds=4):
     """
     b = blocked.shape[0]
     device = blocked.device
+    if n_draw == 0:
+        return blocked.new_zeros(b, 0)
     blocked = torch.cat([blocked.new_zeros(b, 1), blocked.long()], dim=1).sort(dim=1).values
     first = torch.ones_like(blocked, dtype=torch.bool)
     first[:, 1:] = blocked[:, 1:] != blocked[:, :-1]
@@ -151,11 +153,13 @@ def _distinct_uniform(blocked, n_draw, n_items, generator, rounds=4):
         rows = (filled < need).nonzero().squeeze(1)
         if rows.numel() == 0:
             return out[:, :n_draw]
-        taken = torch.cat([blocked[rows], out[rows, :n_draw]], dim=1).sort(dim=1).values
         draws = torch.randint(1, n_items, (rows.numel(), 2 * n_draw), generator=generator,
                               device=device)
-        at = torch.searchsorted(taken, draws).clamp(max=taken.shape[1] - 1)
-        hit = taken.gather(1, at) == draws
+        row_blocked = blocked[rows]
+        at = torch.searchsorted(row_blocked, draws).clamp(max=row_blocked.shape[1] - 1)
+        hit = row_blocked.gather(1, at) == draws
+        # Few items are accepted per row: compare with them directly, no re-sort.
+        hit |= (draws.unsqueeze(2) == out[rows, :n_draw].unsqueeze(1)).any(dim=2)
         # The first copy of each id in draw order: a stable sort keeps copies in draw order.
         values, order = draws.sort(dim=1, stable=True)
         first_sorted = torch.ones_like(values, dtype=torch.bool)

@@ -2,6 +2,8 @@
 
 from recbole_hetcomp.trainer.best_state import BestStateMixin
 from recbole_hetcomp.trainer.hetcomp import HetCompTrainer
+from recbole_hetcomp.trainer.ranking_distillation import RankingDistillationTrainer
 from recbole_hetcomp.trainer.recording import TrajectoryMixin, make_trainer
 
-__all__ = ["BestStateMixin", "HetCompTrainer", "TrajectoryMixin", "make_trainer"]
+__all__ = ["BestStateMixin", "HetCompTrainer", "RankingDistillationTrainer", "TrajectoryMixin",
+           "make_trainer"]

@@ -14,44 +14,32 @@ once) and ``knowledge_transfer: overall | rank`` keeps one loss throughout.
 from time import perf_counter
 
 import torch
-from recbole.trainer import Trainer
-from torch.nn.utils import clip_grad_norm_
 from recbole.utils import set_color
-from tqdm import tqdm
 
 from recbole_hetcomp.errors import HetCompError
-from recbole_hetcomp.device import batch_users
 from recbole_hetcomp.knowledge import masked_topk, overall_loss, rank_loss, should_switch
-from recbole_hetcomp.trainer.best_state import BestStateMixin
+from recbole_hetcomp.trainer.distillation import DistillationTrainer
 
 #: knowledge_transfer values: the paper's adaptive switch, or one loss throughout (ablation).
 TRANSFERS = ("adaptive", "overall", "rank")
 
 
-class HetCompTrainer(BestStateMixin, Trainer):
+class HetCompTrainer(DistillationTrainer):
     """RecBole Trainer for ``HetCompStudent``; call ``set_knowledge`` before ``fit``."""
 
     def __init__(self, config, model):
         super().__init__(config, model)
-        for key in ("enable_amp", "enable_scaler"):
-            if config[key]:
-                # The losses' fused log-sum-exps and fixed-point knowledge assume float32 scores.
-                raise HetCompError(f"{key} is not supported by HetCompTrainer: set {key}: False")
         self.period = config["kc_period"]
         self.alpha, self.decay = config["alpha"], config["decay"]
         self.discrepancy_n = config["discrepancy_n"]
         self.switch_share = config["switch_share"]
         self.rank_top = tuple(config["rank_top"])
         self.overall_weight, self.rank_weight = config["overall_weight"], config["rank_weight"]
-        self.cf_weight = config["cf_weight"]
         self.dynamic = config["dynamic_construction"]
         self.transfer = config["knowledge_transfer"]
         if self.transfer not in TRANSFERS:
             raise HetCompError(f"knowledge_transfer must be one of {list(TRANSFERS)}, got "
                                f"{self.transfer!r}")
-        n_items = model.n_items
-        self.chunk_users = batch_users(config, "loss_chunk_users", "loss", n_items)
-        self.knowledge = None
         self.switched = False  # every pair at the last snapshot: construction is over
         self.kc_history = []  # one dict per knowledge-construction step
         self.valid_history = []
@@ -60,7 +48,7 @@ class HetCompTrainer(BestStateMixin, Trainer):
         self._valid_top, self._valid_top_epoch, self._capturing = None, None, False
 
     def set_knowledge(self, knowledge):
-        self.knowledge = knowledge
+        super().set_knowledge(knowledge)
         if not self.dynamic:
             knowledge.finish()
 
@@ -124,36 +112,9 @@ class HetCompTrainer(BestStateMixin, Trainer):
             total = loss.detach() if total is None else total + loss.detach()
         return total
 
-    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        if self.knowledge is None:
-            raise RuntimeError("HetCompTrainer needs set_knowledge() before training")
-        if loss_func is not None:
-            raise HetCompError("HetCompTrainer trains with the distillation losses; a "
-                               "loss_func cannot replace them")
-        self._epoch = epoch_idx  # (this loop replaces Trainer._train_epoch: no super() call)
+    def _before_epoch(self, epoch_idx):
         if self._knowledge_due(epoch_idx):
             self._construct(epoch_idx)
-        self.model.train()
-        uid = self.config["USER_ID_FIELD"]
-        batches = (tqdm(train_data, total=len(train_data), ncols=100,
-                        desc=set_color(f"Train {epoch_idx:>5}", "pink"))
-                   if show_progress else train_data)
-        total = torch.zeros((), device=self.device)
-        for interaction in batches:
-            interaction = interaction.to(self.device)
-            users = torch.unique(interaction[uid])
-            self.optimizer.zero_grad()
-            loss = self.distillation_backward(users)
-            if self.cf_weight:
-                cf_loss = self.cf_weight * self.model.calculate_loss(interaction)
-                cf_loss.backward()
-                loss = loss + cf_loss.detach()
-            self._check_nan(loss)  # the one host sync per batch: stop before a NaN step
-            total += loss
-            if self.clip_grad_norm:  # RecBole's key, applied as its Trainer does
-                clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
-            self.optimizer.step()
-        return float(total)
 
     def _valid_epoch(self, valid_data, show_progress=False):
         self._capturing = not self.switched and self.dynamic and self.knowledge is not None
