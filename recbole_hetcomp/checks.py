@@ -246,7 +246,7 @@ def check_run(config, logger):
         raise HetCompError(f"teachers must record the same trajectory_snapshots and "
                            f"trajectory_topk, got {shapes}: set them for all teachers "
                            "(teacher_config default) or for none")
-    check_weights_setting(config, len(tconfigs), next(iter(shapes.values()))[1])
+    check_weights_setting(config, len(tconfigs))
     check_variants(config)
     if config["baseline"]:
         for rate in baseline_rates(config):

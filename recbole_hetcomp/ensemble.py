@@ -30,7 +30,7 @@ def parse_valid_metric(valid_metric):
     return name.lower(), int(k)
 
 
-def check_weights_setting(config, n_teachers, top_m):
+def check_weights_setting(config, n_teachers):
     """Refuse an ``ensemble_weights`` value that cannot be used (one line, before training)."""
     setting = config["ensemble_weights"]
     if isinstance(setting, (list, tuple)):
@@ -55,10 +55,6 @@ def check_weights_setting(config, n_teachers, top_m):
                                f"Precision, MRR at a cut-off (e.g. Recall@50); got "
                                f"{config['valid_metric']!r}: change it or set "
                                "ensemble_weights: uniform")
-        if top_m is not None and parsed[1] > top_m:
-            raise HetCompError(f"ensemble_weights: validation scores the teachers' recorded "
-                               f"top-{top_m} lists at {config['valid_metric']}: lower the "
-                               "cut-off or raise trajectory_topk")
 
 
 def converged_lists(trajectories):
@@ -88,6 +84,11 @@ def choose_weights(config, split, trajectories, logger):
         weights = integer_weights(setting)
     else:
         metric, k = parse_valid_metric(config["valid_metric"])
+        if k > trajectories[0].rankings.shape[-1]:
+            # still well defined: the ensemble's list is as long as its teachers' lists allow
+            logger.warning(f"ensemble weights are fitted at {config['valid_metric']} on the "
+                           f"teachers' top-{trajectories[0].rankings.shape[-1]} lists, shorter "
+                           "than the cut-off")
         positives = split.valid.history_item_matrix()[0]            # (U, P) 0-padded
         weights, search = select_weights(
             converged_lists(trajectories), positives, metric, k, steps=SEARCH_STEPS,

@@ -39,7 +39,7 @@ def common(tiny):
             f"--checkpoint_dir={base['checkpoint_dir']}", "--trajectory_topk=10",
             "--teacher_config={'default': {'epochs': 1}}", "--teachers=[BPR,CML]",
             "--hetcomp_k=10", "--hetcomp_l=5", "--rank_top=[10,5]", "--discrepancy_n=10",
-            "--epochs=1", "--eval_step=1"]
+            "--epochs=1", "--eval_step=1", "--valid_metric=Recall@10"]
 
 
 def merged(argv):
