@@ -37,15 +37,17 @@ def merge_reports(reports):
     if len(set(seeds)) != len(seeds):
         raise HetCompError(f"cannot merge reports that repeat a seed: {seeds}")
     rows = [row for row in first["rows"] if row["kind"] not in SEEDED]
-    names = [r["model"] for r in first["rows"] if r["kind"] in SEEDED]
-    for rep in reports[1:]:
-        others = [r["model"] for r in rep["rows"] if r["kind"] in SEEDED]
-        if sorted(others) != sorted(names):
-            raise HetCompError(f"cannot merge: the reports train different rows per seed "
-                               f"({names} and {others})")
+    # A row trained in only some runs (an ablation run for one seed beside a three-seed
+    # student) is the mean over the seeds that have it; its row says how many.
+    names = list(dict.fromkeys(r["model"] for rep in reports for r in rep["rows"]
+                               if r["kind"] in SEEDED))
     for name in names:
-        rows.append(_merge_rows([next(r for r in rep["rows"] if r["model"] == name)
-                                 for rep in reports]))
+        parts = [r for rep in reports for r in rep["rows"] if r["model"] == name]
+        if len({p["kind"] for p in parts}) > 1:
+            raise HetCompError(f"cannot merge: row {name} has different kinds in the reports")
+        rows.append(_merge_rows(parts))
+    order = ("baseline", "student", "ablation", "distillation")
+    rows.sort(key=lambda r: -1 if r["kind"] not in SEEDED else order.index(r["kind"]))
     merged = {k: first[k] for k in ("dataset", "dataset_stats", "device", "machine",
                                     "split_fingerprint")}
     valid_metric, columns = first.get("valid_metric", "Recall@50"), report_columns(first)

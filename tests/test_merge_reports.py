@@ -71,3 +71,17 @@ def test_command_writes_report_files_and_rejects_bad_input(tmp_path, capsys):
     assert "not a recbole-hetcomp report" in capsys.readouterr().err
     assert main([str(tmp_path / "missing.json"), "--output", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x.report.json").exists()
+
+
+def test_rows_of_some_runs_are_merged_over_their_seeds():
+    with_ablation = fake_report(1, 0.30, 0.10)
+    with_ablation["rows"].append({"model": "HetComp w/o adaptive transfer", "kind": "ablation",
+                                  "test_result": {"recall@50": 0.2, "ndcg@50": 0.1},
+                                  "n_params": 10, "inference_ms_per_1000_users": 1.0,
+                                  "train_seconds": 1.0, "seeds": 1})
+    merged = merge_reports([with_ablation, fake_report(2, 0.34, 0.14),
+                            fake_report(3, 0.35, 0.12)])
+    kinds = [r["kind"] for r in merged["rows"]]
+    assert kinds == ["teacher", "ensemble", "baseline", "student", "ablation"]
+    assert merged["rows"][3]["seeds"] == 3 and merged["rows"][4]["seeds"] == 1
+    assert merged["rows"][4]["test_result"]["recall@50"] == pytest.approx(0.2)
