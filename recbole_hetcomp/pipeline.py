@@ -16,7 +16,7 @@ from recbole_hetcomp.config import Config, inherited_keys
 from recbole_hetcomp.device import batch_users
 from recbole_hetcomp.ensemble import choose_weights, ensemble_row
 from recbole_hetcomp.errors import HetCompError
-from recbole_hetcomp.report import (format_metrics, model_row, seeded_row, teacher_row,
+from recbole_hetcomp.report import (format_metrics, seeded_row, teacher_row,
                                     write_report)
 from recbole_hetcomp.serving.export import check_export_settings, export_model
 from recbole_hetcomp.teachers import teacher_config, teacher_trajectory
