@@ -56,7 +56,9 @@ setup(
     ],
     extras_require={
         "serve": ["faiss-cpu>=1.7"],  # the optional exact item index (export_index)
-        "test": ["pytest", "setuptools", "wheel", "faiss-cpu>=1.7"],
+        # teacher_workers / seed_workers > 1; the range this package was tested with
+        "ray": ["ray>=2.40.0,<2.41"],
+        "test": ["pytest", "setuptools", "wheel", "faiss-cpu>=1.7", "ray>=2.40.0,<2.41"],
     },
     entry_points={
         "console_scripts": [

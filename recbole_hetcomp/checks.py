@@ -22,13 +22,14 @@ POSITIVE_INTS = ("epochs", "train_batch_size", "eval_batch_size", "embedding_siz
                  "kc_period", "hetcomp_k", "hetcomp_l", "discrepancy_n", "trajectory_topk",
                  "trajectory_snapshots", "trajectory_batch_size", "knowledge_batch_size",
                  "loss_chunk_users", "kd_teacher_n", "kd_interesting", "kd_uninteresting",
-                 "dcd_samples", "dcd_student_n", "dcd_refresh")
+                 "dcd_samples", "dcd_student_n", "dcd_refresh", "teacher_workers",
+                 "seed_workers")
 #: Keys that must be numbers > 0.
 POSITIVE_NUMBERS = ("learning_rate", "temperature", "alpha", "gpu_memory_budget",
                     "kd_temperature", "dcd_epsilon")
 #: Keys that must be numbers >= 0.
 NON_NEGATIVE = ("trajectory_keep_aside", "weight_decay", "stopping_step", "overall_weight",
-                "rank_weight", "cf_weight", "kd_weight")
+                "rank_weight", "cf_weight", "kd_weight", "teacher_gpus", "seed_gpus")
 #: Keys that must lie in (0, 1].
 SHARES = ("switch_share", "decay")
 
@@ -225,6 +226,9 @@ def check_run(config, logger):
 
     check_model_list(config)
     check_seeds(config["seeds"])
+    from recbole_hetcomp.parallel import check_parallel
+
+    check_parallel(config)
     rank_top = config["rank_top"]
     if not (isinstance(rank_top, (list, tuple)) and len(rank_top) == 2
             and all(_is_int(t) and t >= 1 for t in rank_top)):

@@ -35,7 +35,7 @@ def main(argv=None):
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished teachers stay in the trajectory store; run the same "
-              "command again to resume", file=sys.stderr)
+        print("interrupted: finished teachers stay in the trajectory store and finished seeds "
+              "in the run state; run the same command again to resume", file=sys.stderr)
         return 130
     return 0

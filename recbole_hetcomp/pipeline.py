@@ -4,6 +4,11 @@ one split -> each teacher trained with trajectory recording (or taken from the s
 ensemble weights (uniform, fitted on validation, or given) -> knowledge -> per seed: the
 student, a same-size baseline trained without distillation, and the listed ablations and
 distillation baselines (``variants.py``) -> test evaluation of every row -> report.
+
+Teachers, and seeds, run one after another in this process, or as Ray tasks with
+``teacher_workers`` / ``seed_workers`` > 1 (``parallel.py``). Each finished seed is kept on disk
+until the report is written (``run_state.py``), so an interrupted run trains only the seeds it
+had not finished.
 """
 
 import copy
@@ -16,9 +21,13 @@ from recbole_hetcomp.config import Config, inherited_keys
 from recbole_hetcomp.device import batch_users
 from recbole_hetcomp.ensemble import choose_weights, ensemble_row
 from recbole_hetcomp.errors import HetCompError
+from recbole_hetcomp.registry import get_model
 from recbole_hetcomp.report import (format_metrics, seeded_row, teacher_row,
                                     write_report)
+from recbole_hetcomp.run_state import SeedStore
 from recbole_hetcomp.serving.export import check_export_settings, export_model
+from recbole_hetcomp.serving.package import plain_state
+from recbole_hetcomp.serving.rebuild import load_plain_state
 from recbole_hetcomp.teachers import teacher_config, teacher_trajectory
 from recbole_hetcomp.trainer.knowledge_set import KnowledgeSet
 from recbole_hetcomp.training import train_model
@@ -44,14 +53,19 @@ def run_pipeline(config, split, logger):
         raise HetCompError("no teachers configured: set teachers, e.g. [BPR, CML, MultiVAE]")
     check_export_settings(config)
     trajectories, packages = [], {}
-    for index, name in enumerate(teachers, 1):
-        stage(f"teacher {index}/{len(teachers)}: {name}")
-        tconfig = teacher_config(config, name)
-        trajectory = teacher_trajectory(tconfig, split, logger)
-        if config["export_teachers"]:
-            packages[name] = _export_teacher(tconfig, split, trajectory, logger)
-        trajectory.model = None  # teachers are not kept in memory
-        trajectories.append(trajectory)
+    if config["teacher_workers"] > 1:
+        from recbole_hetcomp.parallel import parallel_teachers  # Ray only when asked for
+
+        trajectories, packages = parallel_teachers(config, split, logger, stage)
+    else:
+        for index, name in enumerate(teachers, 1):
+            stage(f"teacher {index}/{len(teachers)}: {name}")
+            tconfig = teacher_config(config, name)
+            trajectory = teacher_trajectory(tconfig, split, logger)
+            if config["export_teachers"]:
+                packages[name] = _export_teacher(tconfig, split, trajectory, logger)
+            trajectory.model = None  # teachers are not kept in memory
+            trajectories.append(trajectory)
 
     stage("ensemble knowledge")
     history = split.train.history_item_matrix()[0]
@@ -69,49 +83,98 @@ def run_pipeline(config, split, logger):
     variants = plan_variants(config, trajectories)
 
     seeds = list(config["seeds"] or [config["seed"]])
+    finished = SeedStore(config, split, trajectories, weights, logger)
+    outcomes = {}  # seed -> train_seed's outcome
+    for seed in seeds:
+        outcome = finished.load(seed)
+        if outcome is not None:
+            stage(f"seed {seed}: finished by an earlier run of this configuration that did not "
+                  f"complete; its results are reused ({finished.folder})")
+            _log_outcome(config, outcome, logger)
+            outcomes[seed] = outcome
+    missing = [seed for seed in seeds if seed not in outcomes]
+    if config["seed_workers"] > 1 and missing:
+        from recbole_hetcomp.parallel import parallel_seeds  # Ray only when asked for
+
+        def keep(outcome):
+            finished.save(outcome)
+            _log_outcome(config, outcome, logger)
+            outcomes[outcome["seed"]] = outcome
+
+        parallel_seeds(config, split, trajectories, weights, missing, logger, stage, keep)
+    else:
+        for seed in missing:
+            outcomes[seed] = train_seed(config, split, trajectories, history, seed, logger,
+                                        weights, variants, stage)
+            finished.save(outcomes[seed])
     results = {}  # row name -> (kind, [result per seed])
     runs = []
-    best_student = best_baseline = None  # (result, model, config) of the best seed on valid
+    best_student = best_baseline = None  # (result, outcome, row) of the best seed on valid
     for seed in seeds:
-        stage(f"student HetCompStudent, seed {seed}")
-        student, run, model, sconfig = train_student(config, split, trajectories, history,
-                                                     seed, logger, weights)
-        _log_test("HetCompStudent", seed, student, logger)
-        results.setdefault("HetCompStudent", ("student", []))[1].append(student)
-        runs.append(run)
-        best_student = _better(best_student, (student, model, sconfig))
-        if config["baseline"]:
-            stage(f"baseline {config['baseline']} (embedding_size "
-                  f"{config['embedding_size']}, no distillation), seed {seed}")
-            baseline, bmodel, bconfig = train_baseline(config, split, seed, logger)
+        outcome = outcomes[seed]
+        results.setdefault("HetCompStudent", ("student", []))[1].append(outcome["student"])
+        runs.append(outcome["run"])
+        best_student = _better(best_student, (outcome["student"], outcome, "student"))
+        if outcome["baseline"] is not None:
             results.setdefault(f"{config['baseline']} (same size)", ("baseline", []))[1].append(
-                baseline)
+                outcome["baseline"])
             if config["export_teachers"]:
-                best_baseline = _better(best_baseline, (baseline, bmodel, bconfig))
-            _log_test(config["baseline"], seed, baseline, logger)
-            run["baseline_valid_history"] = baseline.pop("valid_history")
-            run["baseline_learning_rate"] = baseline["learning_rate"]
-            run["baseline_learning_rate_search"] = baseline.pop("learning_rate_search")
-        for variant in variants:
-            stage(f"{variant.row_name}, seed {seed}")
-            result, vrun = variant.train(config, split, history, seed, logger, weights)
-            _log_test(variant.row_name, seed, result, logger)
-            results.setdefault(variant.row_name, (variant.kind, []))[1].append(result)
-            run.setdefault("variants", {})[variant.row_name] = vrun
+                best_baseline = _better(best_baseline, (outcome["baseline"], outcome,
+                                                        "baseline"))
+        for variant in outcome["variants"]:
+            results.setdefault(variant["row"], (variant["kind"], []))[1].append(
+                variant["result"])
     order = ("baseline", "student", "ablation", "distillation")  # the table's reading order
     for name, (kind, per_seed) in sorted(results.items(), key=lambda kv: order.index(kv[1][0])):
         rows.append(_seeded_row(name, per_seed, kind))
     if best_baseline:
-        packages["baseline"] = _export_best(best_baseline, split, _row(rows, "baseline"), logger)
+        packages["baseline"] = _export_best(best_baseline, config, split,
+                                            _row(rows, "baseline"), logger)
     if config["export_model"]:
         stage("model package")
-        packages["student"] = _export_best(best_student, split, _row(rows, "student"), logger)
+        packages["student"] = _export_best(best_student, config, split,
+                                           _row(rows, "student"), logger)
     stage("report")
     report = write_report(config, split, rows, runs, logger, packages,
                           extra={"ensemble_weights": weights_info,
                                  "variants": {v.row_name: v.description for v in variants}})
+    finished.clear()  # the run is complete: nothing left to resume
     stage("done")
     return report
+
+
+def train_seed(config, split, trajectories, history, seed, logger, weights, variants, stage):
+    """One seed's rows, trained in turn: the student, the same-size baseline, the variants.
+
+    Returns the seed's outcome: ``seed``; ``student`` and ``baseline`` (None without one)
+    results; ``run``, the seed's histories for the report; ``variants``, a ``{row, kind,
+    result}`` per variant; ``states``, the best-state weights (``plain_state``) of the student
+    and the baseline, from which the best seed's model package is made wherever the seed was
+    trained (here, a Ray worker, or a run that was stopped: ``run_state.py``).
+    """
+    stage(f"student HetCompStudent, seed {seed}")
+    student, run, model, _ = train_student(config, split, trajectories, history, seed, logger,
+                                           weights)
+    _log_test("HetCompStudent", seed, student, logger)
+    outcome = {"seed": seed, "student": student, "run": run, "baseline": None, "variants": [],
+               "states": {"student": plain_state(model)}}
+    if config["baseline"]:
+        stage(f"baseline {config['baseline']} (embedding_size "
+              f"{config['embedding_size']}, no distillation), seed {seed}")
+        baseline, bmodel, _ = train_baseline(config, split, seed, logger)
+        _log_test(config["baseline"], seed, baseline, logger)
+        run["baseline_valid_history"] = baseline.pop("valid_history")
+        run["baseline_learning_rate"] = baseline["learning_rate"]
+        run["baseline_learning_rate_search"] = baseline.pop("learning_rate_search")
+        outcome["baseline"], outcome["states"]["baseline"] = baseline, plain_state(bmodel)
+    for variant in variants:
+        stage(f"{variant.row_name}, seed {seed}")
+        result, vrun = variant.train(config, split, history, seed, logger, weights)
+        _log_test(variant.row_name, seed, result, logger)
+        outcome["variants"].append({"row": variant.row_name, "kind": variant.kind,
+                                    "result": result})
+        run.setdefault("variants", {})[variant.row_name] = vrun
+    return outcome
 
 
 def _row(rows, kind):
@@ -122,8 +185,7 @@ def train_student(config, split, trajectories, history, seed, logger, weights=No
     """Distil the knowledge into a fresh student with ``seed``.
 
     Returns (result, histories, model in its best validation state, the student's config)."""
-    config = copy.deepcopy(config)
-    config["seed"] = seed
+    config = student_config(config, seed)
     knowledge = KnowledgeSet(trajectories, history, split.n_items, config["hetcomp_k"],
                              config["hetcomp_l"], config["temperature"],
                              batch_users(config, "knowledge_batch_size", "ranking",
@@ -133,6 +195,13 @@ def train_student(config, split, trajectories, history, seed, logger, weights=No
     run = {"seed": seed, "kc_history": trainer.kc_history,
            "valid_history": trainer.valid_history}
     return result, run, model, config
+
+
+def student_config(config, seed):
+    """The run's Config with the student's ``seed``."""
+    config = copy.deepcopy(config)
+    config["seed"] = seed
+    return config
 
 
 def baseline_config(config, seed, learning_rate):
@@ -173,18 +242,31 @@ def train_baseline(config, split, seed, logger):
 
 
 def _better(current, candidate):
-    """The (result, model, config) with the higher validation score (the first on ties)."""
+    """The (result, ...) with the higher validation score (the first on ties)."""
     if current is None or candidate[0]["best_valid_score"] > current[0]["best_valid_score"]:
         return candidate
     return current
 
 
-def _export_best(best, split, row, logger):
-    result, model, config = best
+def _export_best(best, run_config, split, row, logger):
+    result, outcome, kind = best
+    seed = outcome["seed"]
+    config = (student_config(run_config, seed) if kind == "student"
+              else baseline_config(run_config, seed, result["learning_rate"]))
+    model = restore_model(config, split, outcome["states"][kind])
     return export_model(model, config, split, logger, row=row,
                         test_result=result["test_result"],
                         extra={"chosen_as": f"the best of {row.get('seeds', 1)} seed(s) on "
                                             f"validation {config['valid_metric']}"})
+
+
+def restore_model(config, split, state):
+    """``config``'s model with the weights ``state`` (``plain_state``), in evaluation mode."""
+    model = get_model(config["model"])(config, split.train).to(config["device"])
+    problem = load_plain_state(model, state, config["device"])
+    if problem:  # the same code made the weights: a bug, not the user's mistake
+        raise RuntimeError(f"the weights kept for {config['model']} do not fit it ({problem})")
+    return model
 
 
 def _export_teacher(tconfig, split, trajectory, logger):
@@ -203,6 +285,16 @@ def _log_test(name, seed, result, logger):
     # stopped still leaves them).
     logger.info(set_color(f"{name} seed {seed} test result", "yellow")
                 + f": {format_metrics(result['test_result'])}")
+
+
+def _log_outcome(config, outcome, logger):
+    """The test lines of a seed that was trained elsewhere (a Ray worker, an earlier run)."""
+    seed = outcome["seed"]
+    _log_test("HetCompStudent", seed, outcome["student"], logger)
+    if outcome["baseline"] is not None:
+        _log_test(config["baseline"], seed, outcome["baseline"], logger)
+    for variant in outcome["variants"]:
+        _log_test(variant["row"], seed, variant["result"], logger)
 
 
 def _seeded_row(name, results, kind):

@@ -91,6 +91,16 @@ def load_teacher(config, split, logger):
 
 def record_teacher(config, split, logger):
     """Train a teacher with recording and write its trajectory to the store."""
+    return store_trajectory(config, split, train_teacher(config, split, logger), logger)
+
+
+def train_teacher(config, split, logger):
+    """Train a teacher with recording; returns its trajectory, not yet stored, with the
+    trained model in ``trajectory.model``.
+
+    Apart from ``store_trajectory`` so that a Ray worker can train and hand the trajectory
+    back to the driver, which alone writes the store (``parallel.py``).
+    """
     check_fractions(config)
     fractions = list(config["trajectory_fractions"])
     model, trainer, result = train_model(config, split, logger, record=True)
@@ -129,14 +139,20 @@ def record_teacher(config, split, logger):
                                   "train_seconds", "record_seconds", "n_params",
                                   "inference_ms_per_1000_users")},
     }
-    store, path = store_path(config, split)
     trajectory = Trajectory(rankings, observed, manifest)
-    store.save(path, trajectory)
     trajectory.model = model
+    return trajectory
+
+
+def store_trajectory(config, split, trajectory, logger):
+    """Write a freshly trained teacher's trajectory to the store (atomically); returns it."""
+    store, path = store_path(config, split)
+    store.save(path, trajectory)
+    manifest = trajectory.manifest
     logger.info(set_color(f"[{config['model']}] trajectory stored in {path} (snapshot epochs "
                           f"{manifest['snapshot_epochs']}, recording took "
-                          f"{result['record_seconds']:.2f}s of {result['train_seconds']:.1f}s)",
-                          "green"))
+                          f"{manifest['record_seconds']:.2f}s of "
+                          f"{manifest['train_seconds']:.1f}s)", "green"))
     return trajectory
 
 

@@ -111,7 +111,7 @@ def _free_path(path):
 def _write_contents(stage, model, dataset, factors, index_bytes):
     """Write everything but the card and manifest; returns {file: what it holds}."""
     files = {}
-    torch.save(_plain_state(model), os.path.join(stage, WEIGHTS))
+    torch.save(plain_state(model), os.path.join(stage, WEIGHTS))
     files[WEIGHTS] = "state_dict of the model (torch.load(..., weights_only=True))"
     uid, iid = dataset.uid_field, dataset.iid_field
     _write_json(os.path.join(stage, "user_tokens.json"),
@@ -149,7 +149,7 @@ def known_items_csr(dataset):
     return indptr, items.astype(np.int64)
 
 
-def _plain_state(model):
+def plain_state(model):
     """The model's state as a flat dict of tensors (what weights_only=True reads)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     other = model.other_parameter() if hasattr(model, "other_parameter") else None

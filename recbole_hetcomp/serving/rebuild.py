@@ -32,19 +32,29 @@ def load_data_and_model(path):
                            "gives the split this model was trained on (fingerprints differ)")
     train_data, valid_data, test_data = make_loaders(config, split)
     model = get_model(card["model"])(config, split.train).to(config["device"])
+    problem = load_plain_state(model, state, config["device"])
+    if problem:
+        raise PackageError(f"'{path}': its weights do not fit {card['model']} ({problem})")
+    return config, model, split.dataset, train_data, valid_data, test_data
+
+
+def load_plain_state(model, state, device):
+    """Load a ``package.plain_state`` dict into ``model`` (then in evaluation mode).
+
+    Returns None, or what does not fit (missing and unexpected keys) for the caller's message.
+    """
     other = {k[len("__other__."):]: v for k, v in state.items() if k.startswith("__other__.")}
     weights = {k: v for k, v in state.items() if not k.startswith("__other__.")}
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
-        raise PackageError(f"'{path}': its weights do not fit {card['model']} (missing "
-                           f"{missing[:3]}, unexpected {unexpected[:3]})")
+        return f"missing {missing[:3]}, unexpected {unexpected[:3]}"
     for key, value in other.items():
         current = getattr(model, key, None)
         # Give each cache back the type the model keeps it as (numpy or a tensor on its device).
         setattr(model, key, value.numpy() if isinstance(current, np.ndarray)
-                else value.to(config["device"]))
+                else value.to(device))
     model.eval()
-    return config, model, split.dataset, train_data, valid_data, test_data
+    return None
 
 
-__all__ = ["load_data_and_model"]
+__all__ = ["load_data_and_model", "load_plain_state"]
