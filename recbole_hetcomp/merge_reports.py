@@ -1,9 +1,11 @@
-"""Merge the reports of runs that differ only in their student seeds into one report.
+"""Merge the reports of runs of one configuration into one report.
 
 Seeds of one configuration can run as separate processes (side by side on a machine's cores, or
-on several machines); each writes its own ``.report.json``. This joins them: teacher and
-ensemble rows must agree (same split, same stored teachers), the student and baseline rows
-become the mean (± std) over all seeds, as a single ``--seeds`` run would report them.
+on several machines), and so can the rows of one seed (ablations in one process, distillation
+baselines in another); each writes its own ``.report.json``. This joins them: teacher and
+ensemble rows must agree (same split, same stored teachers), every per-seed row becomes the mean
+(± std) over the distinct seeds that trained it, as a single ``--seeds`` run would report it; a
+seed trained twice must have given the same numbers twice.
 
     python -m recbole_hetcomp.merge_reports --output results/citeulike a.report.json b.report.json
 """
@@ -32,20 +34,18 @@ def merge_reports(reports):
         if _fixed_rows(other) != _fixed_rows(first):
             raise HetCompError("cannot merge reports whose teacher or ensemble rows differ "
                                "(other teachers or settings)")
-    runs = [run for report in reports for run in report["runs"]]
+    runs = _merge_runs(reports)
     seeds = [run["seed"] for run in runs]
-    if len(set(seeds)) != len(seeds):
-        raise HetCompError(f"cannot merge reports that repeat a seed: {seeds}")
     rows = [row for row in first["rows"] if row["kind"] not in SEEDED]
     # A row trained in only some runs (an ablation run for one seed beside a three-seed
     # student) is the mean over the seeds that have it; its row says how many.
     names = list(dict.fromkeys(r["model"] for rep in reports for r in rep["rows"]
                                if r["kind"] in SEEDED))
     for name in names:
-        parts = [r for rep in reports for r in rep["rows"] if r["model"] == name]
-        if len({p["kind"] for p in parts}) > 1:
+        parts = [(rep, r) for rep in reports for r in rep["rows"] if r["model"] == name]
+        if len({r["kind"] for _, r in parts}) > 1:
             raise HetCompError(f"cannot merge: row {name} has different kinds in the reports")
-        rows.append(_merge_rows(parts))
+        rows.append(_merge_rows(name, parts))
     order = ("baseline", "student", "ablation", "distillation")
     rows.sort(key=lambda r: -1 if r["kind"] not in SEEDED else order.index(r["kind"]))
     merged = {k: first[k] for k in ("dataset", "dataset_stats", "device", "machine",
@@ -62,14 +62,51 @@ def _fixed_rows(report):
     return [(r["model"], r["test_result"]) for r in report["rows"] if r["kind"] not in SEEDED]
 
 
-def _merge_rows(parts):
-    per_seed = [result for p in parts for result in p.get("per_seed", [p["test_result"]])]
-    # A part rebuilt from a log may lack the timing (seeded_row keeps the median of the rest);
-    # each part's training time is its mean over its seeds: weight it by their number.
-    return seeded_row(parts[0]["model"], parts[0]["kind"], per_seed, parts[0]["n_params"],
-                      [p.get("inference_ms_per_1000_users") for p in parts],
-                      [p["train_seconds"] for p in parts],
-                      weights=[p.get("seeds", 1) for p in parts])
+def _merge_runs(reports):
+    """The runs of all reports, one per seed. Runs may share a seed when they trained other
+    rows of it (the rows are checked in ``_merge_rows``); their per-seed entries are joined."""
+    by_seed = {}
+    for report in reports:
+        for run in report["runs"]:
+            kept = by_seed.setdefault(run["seed"], dict(run))
+            if kept is not run:
+                kept.setdefault("variants", {}).update(run.get("variants") or {})
+                for key, value in run.items():
+                    kept.setdefault(key, value)
+    return list(by_seed.values())
+
+
+def _merge_rows(name, parts):
+    """One row from the same row of several reports: the mean over the distinct seeds.
+
+    A seed trained in two runs (a run split into processes by rows) must have given the same
+    numbers there (every model is seeded): otherwise the runs did not use the same settings."""
+    per_seed, seen = [], {}
+    timings, seconds, weights = [], [], []
+    for report, row in parts:
+        seeds = [run["seed"] for run in report["runs"]]
+        results = row.get("per_seed", [row["test_result"]])
+        fresh = 0
+        for seed, result in zip(seeds, results):
+            if seed in seen:
+                if seen[seed] != result:
+                    raise HetCompError(f"cannot merge: {name} seed {seed} differs between the "
+                                       "reports (other settings?); merge runs of one "
+                                       "configuration only")
+                continue
+            seen[seed] = result
+            per_seed.append(result)
+            fresh += 1
+        if fresh:
+            # A part rebuilt from a log may lack the timing (seeded_row keeps the median of
+            # the rest); each part's training time is its mean over its seeds: weight it by
+            # their number.
+            timings.append(row.get("inference_ms_per_1000_users"))
+            seconds.append(row["train_seconds"])
+            weights.append(fresh)
+    first = parts[0][1]
+    return seeded_row(name, first["kind"], per_seed, first["n_params"], timings, seconds,
+                      weights=weights)
 
 
 def write_merged(merged, stem):

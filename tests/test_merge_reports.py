@@ -48,8 +48,25 @@ def test_merge_refuses_other_splits_teachers_and_repeated_seeds():
         merge_reports([fake_report(1, .3, .1), fake_report(2, .3, .1, fingerprint="e" * 64)])
     with pytest.raises(HetCompError, match="teacher or ensemble rows differ"):
         merge_reports([fake_report(1, .3, .1), fake_report(2, .3, .1, teacher_recall=0.2)])
-    with pytest.raises(HetCompError, match="repeat a seed"):
-        merge_reports([fake_report(1, .3, .1), fake_report(1, .3, .1)])
+    with pytest.raises(HetCompError, match="seed 1 differs between the reports"):
+        merge_reports([fake_report(1, .3, .1), fake_report(1, .31, .1)])
+
+
+def test_rows_of_one_seed_split_over_runs_are_joined():
+    # One process trained the student, baseline and an ablation of seed 1, another the student
+    # (identical: seeded) and a distillation baseline of the same seed.
+    first, second = fake_report(1, .3, .1), fake_report(1, .3, .1)
+    second["rows"] = [r for r in second["rows"] if r["kind"] != "baseline"]
+    second["rows"].append(dict(second["rows"][-1], model="RRD (same ensemble)",
+                               kind="distillation", test_result={"recall@50": .25,
+                                                                 "ndcg@50": .1}))
+    merged = merge_reports([first, second, fake_report(2, .34, .14)])
+    rows = {r["model"]: r for r in merged["rows"]}
+    assert merged["seeds"] == [1, 2]
+    assert rows["HetCompStudent"]["seeds"] == 2  # seed 1 counted once
+    assert rows["HetCompStudent"]["test_result"]["recall@50"] == pytest.approx(0.32)
+    assert rows["RRD (same ensemble)"]["seeds"] == 1
+    assert rows["BPR (same size)"]["test_result"]["recall@50"] == pytest.approx(0.12)
 
 
 def test_command_writes_report_files_and_rejects_bad_input(tmp_path, capsys):
