@@ -75,11 +75,11 @@ done
 
 # 3. The pipeline on the device: both losses (switch_share 0.01 switches at the first
 #    knowledge step), knowledge steps, the report.
-TAIL=20 step "pipeline on ml-100k (both losses, knowledge steps, report)" 240 \
+TAIL=20 step "pipeline on ml-100k (both losses, knowledge steps, RRD and DCD, report)" 240 \
   $PY run_hetcomp.py --model=HetCompStudent --dataset=ml-100k $COMMON \
   "--teacher_config={'default': {'epochs': $EPOCHS}}" --teachers="[BPR,LightGCN,EASE]" \
   --epochs=$((EPOCHS * 10)) --kc_period=$EPOCHS --eval_step=$EPOCHS --switch_share=0.01 \
-  --baseline="~"
+  --baseline="~" --distillation_baselines="[RRD,DCD]"
 
 # 4. Student training speed on CiteULike (synthetic teachers), then ml-1m: sync counts, peak
 #    memory, CPU-vs-CUDA agreement of targets and snapshot choices.

@@ -1,0 +1,93 @@
+"""Uniform against validation-weighted ensembles of the stored teachers, on validation and test.
+
+What ``ensemble_weights`` is chosen from: for the teachers a pipeline run recorded (taken from
+the trajectory store, never trained here), the validation and test metrics of each teacher, of
+the uniform ensemble (the paper's) and of the validation-weighted one, with the weights and the
+time the search took.
+
+    python benchmarks/ensemble_weights.py --dataset ml-100k
+    python benchmarks/ensemble_weights.py --dataset citeulike --data_path dataset/ \\
+        --out results/ensemble_weights_citeulike.md
+
+Extra ``--key=value`` arguments go to the run's Config as in ``run_hetcomp.py`` (they must
+match the run that recorded the teachers, or the store holds nothing for them).
+"""
+
+import argparse
+import logging
+import time
+
+from _common import emit
+
+from recbole.trainer import Trainer
+
+from recbole_hetcomp.config import Config
+from recbole_hetcomp.data.split import build_split, make_loaders
+from recbole_hetcomp.ensemble import choose_weights, ensemble_row
+from recbole_hetcomp.errors import HetCompError
+from recbole_hetcomp.teachers import load_teacher, teacher_config
+
+METRICS = ("recall@50", "ndcg@50", "recall@10")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--out", help="write the table here (Markdown) as well")
+    args, extra = parser.parse_known_args()
+    logger = logging.getLogger("ensemble_weights")
+    logging.basicConfig(level=logging.WARNING)
+    config = Config("HetCompStudent", args.dataset, cmd_args=extra + ["--state=WARNING"])
+    split = build_split(config)
+    trajectories = []
+    for name in config["teachers"]:
+        trajectory = load_teacher(teacher_config(config, name), split, logger)
+        if trajectory is None:
+            raise HetCompError(f"no stored trajectory of {name} for this split and settings: "
+                               "run the pipeline first (or pass the run's --key=value)")
+        trajectories.append(trajectory)
+    rows = [{"model": t.teacher, "valid": t.manifest["best_valid_result"],
+             "test": t.manifest["test_result"]} for t in trajectories]
+    start = time.perf_counter()
+    weights, info = choose_weights(config, split, trajectories, logger)
+    search_seconds = time.perf_counter() - start
+    teacher_rows = [{"n_params": t.manifest["n_params"], "train_seconds": 0,
+                     "inference_ms_per_1000_users": 0} for t in trajectories]
+    _, valid_data, _ = make_loaders(config, split)
+    for label, w in (("Ensemble, uniform", None), ("Ensemble, validation-weighted", weights)):
+        row = ensemble_row(config, split, trajectories, teacher_rows, w)
+        rows.append({"model": label, "valid": _valid(config, split, trajectories, w, valid_data),
+                     "test": row["test_result"]})
+    lines = [f"# Ensemble weights on {args.dataset}", "",
+             f"Teachers from the store; weights fitted on validation {config['valid_metric']} "
+             f"in {search_seconds:.1f} s: " + ", ".join(f"{n} {v:.2f}"
+                                                        for n, v in info["weights"].items()),
+             "", "| model | " + " | ".join(f"valid {m} | test {m}" for m in METRICS) + " |",
+             "|---|" + "---|---|" * len(METRICS)]
+    for row in rows:
+        cells = [f"{row['valid'].get(m, float('nan')):.4f} | {row['test'][m]:.4f}" for m in METRICS]
+        lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
+    emit(lines, args.out)
+
+
+def _valid(config, split, trajectories, weights, valid_data):
+    """Validation metrics of the ensemble ranking, by RecBole's evaluator."""
+    import numpy as np
+    import torch
+
+    from recbole_hetcomp.device import batch_users
+    from recbole_hetcomp.model.ensemble_ranker import EnsembleRanker
+
+    rankings = torch.from_numpy(np.stack([t.rankings for t in trajectories]).astype(np.int64))
+    model = EnsembleRanker(config, split.train, rankings, k=max(config["topk"]) * 2,
+                           temperature=config["temperature"],
+                           batch_size=batch_users(config, "knowledge_batch_size", "ranking",
+                                                  split.n_items), weights=weights)
+    trainer = Trainer(config, model.to(config["device"]))
+    train_data, _, _ = make_loaders(config, split)
+    trainer.eval_collector.data_collect(train_data)
+    return {k: float(v) for k, v in trainer.evaluate(valid_data, load_best_model=False).items()}
+
+
+if __name__ == "__main__":
+    main()
