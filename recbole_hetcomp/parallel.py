@@ -255,6 +255,10 @@ def _enter_worker(threads, gpus, configs):
                            f"{torch.__version__} sees no CUDA device")
     device = torch.device("cuda" if gpus else "cpu")
     for config in configs:
+        # RecBole's Trainer creates checkpoint_dir with an exists-then-makedirs check: two
+        # tasks starting together race on it (FileExistsError in the loser). Make it first.
+        if config["checkpoint_dir"]:
+            os.makedirs(config["checkpoint_dir"], exist_ok=True)
         config["device"], config["use_gpu"] = device, bool(gpus)
         # Ray chose this task's GPU (CUDA_VISIBLE_DEVICES, '' without one); the Configs built
         # here (the baseline's, the distillation baselines') must keep that choice instead of
