@@ -19,11 +19,9 @@ import time
 
 from _common import emit
 
-from recbole.trainer import Trainer
-
 from recbole_hetcomp.config import Config
-from recbole_hetcomp.data.split import build_split, make_loaders
-from recbole_hetcomp.ensemble import choose_weights, ensemble_row
+from recbole_hetcomp.data.split import build_split
+from recbole_hetcomp.ensemble import choose_weights, evaluate_ensemble
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.teachers import load_teacher, teacher_config
 
@@ -51,13 +49,10 @@ def main():
     start = time.perf_counter()
     weights, info = choose_weights(config, split, trajectories, logger)
     search_seconds = time.perf_counter() - start
-    teacher_rows = [{"n_params": t.manifest["n_params"], "train_seconds": 0,
-                     "inference_ms_per_1000_users": 0} for t in trajectories]
-    _, valid_data, _ = make_loaders(config, split)
     for label, w in (("Ensemble, uniform", None), ("Ensemble, validation-weighted", weights)):
-        row = ensemble_row(config, split, trajectories, teacher_rows, w)
-        rows.append({"model": label, "valid": _valid(config, split, trajectories, w, valid_data),
-                     "test": row["test_result"]})
+        rows.append({"model": label,
+                     "valid": evaluate_ensemble(config, split, trajectories, w, "valid"),
+                     "test": evaluate_ensemble(config, split, trajectories, w, "test")})
     lines = [f"# Ensemble weights on {args.dataset}", "",
              f"Teachers from the store; weights fitted on validation {config['valid_metric']} "
              f"in {search_seconds:.1f} s: " + ", ".join(f"{n} {v:.2f}"
@@ -68,25 +63,6 @@ def main():
         cells = [f"{row['valid'].get(m, float('nan')):.4f} | {row['test'][m]:.4f}" for m in METRICS]
         lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
     emit(lines, args.out)
-
-
-def _valid(config, split, trajectories, weights, valid_data):
-    """Validation metrics of the ensemble ranking, by RecBole's evaluator."""
-    import numpy as np
-    import torch
-
-    from recbole_hetcomp.device import batch_users
-    from recbole_hetcomp.model.ensemble_ranker import EnsembleRanker
-
-    rankings = torch.from_numpy(np.stack([t.rankings for t in trajectories]).astype(np.int64))
-    model = EnsembleRanker(config, split.train, rankings, k=max(config["topk"]) * 2,
-                           temperature=config["temperature"],
-                           batch_size=batch_users(config, "knowledge_batch_size", "ranking",
-                                                  split.n_items), weights=weights)
-    trainer = Trainer(config, model.to(config["device"]))
-    train_data, _, _ = make_loaders(config, split)
-    trainer.eval_collector.data_collect(train_data)
-    return {k: float(v) for k, v in trainer.evaluate(valid_data, load_best_model=False).items()}
 
 
 if __name__ == "__main__":
