@@ -43,7 +43,7 @@ _MODEL_OWN = {"seed", "config_file"}
 _PLUGIN_SHARED = ("split_seed", "drop_unseen_eval_items", "trajectory_dir", "trajectory_topk",
                   "trajectory_snapshots", "trajectory_fractions", "trajectory_batch_size",
                   "trajectory_on_error", "trajectory_keep_aside", "save_checkpoint",
-                  "worker", "gpu_memory_budget")
+                  "worker", "gpu_memory_budget", "vectorised_loader")
 
 #: Keys every model of a run inherits from the run's Config.
 SHARED_KEYS = tuple(dict.fromkeys(
@@ -56,7 +56,7 @@ SHARED_KEYS = tuple(dict.fromkeys(
 TRAINING_KEYS = tuple(
     [k for k in training_arguments if k != "loss_decimal_place"]
     + ["seed", "valid_metric", "metrics", "topk", "trajectory_topk", "trajectory_snapshots",
-       "trajectory_fractions"])
+       "trajectory_fractions", "vectorised_loader"])
 
 
 def inherited_keys(run_config):

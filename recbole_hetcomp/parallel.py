@@ -166,7 +166,9 @@ class RayPool:
                     raise HetCompError(f"{label} failed on Ray worker {answer['worker']}: "
                                        f"{answer['error']}")
                 self.stage(f"{label}: finished on Ray worker {answer['worker']} in "
-                           f"{answer['seconds']:.1f}s")
+                           f"{answer['seconds']:.1f}s ({answer['split_seconds']:.1f}s of it "
+                           f"rebuilding the split; worker's peak memory so far "
+                           f"{answer['peak_rss_gb']:.2f} GB)")
                 done(label, answer["value"])
         finally:
             for ref in pending:  # stopped by a failure or Ctrl-C: what still runs is dropped
@@ -239,12 +241,23 @@ def _task(work, payload, threads, gpus, shared):
         worker = f"pid {os.getpid()} on {ray.util.get_node_ip_address()}"
     except Exception:  # noqa: BLE001 - a name for the log only
         worker = f"pid {os.getpid()}"
+    _SPLIT_SECONDS.clear()
     try:
         _enter_worker(threads, gpus, [c for c in payload.values() if _is_config(c)])
         value = work(**payload, shared=shared)
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the driver as one line
         return {"error": _one_line(exc), "traceback": traceback.format_exc(), "worker": worker}
-    return {"value": value, "worker": worker, "seconds": time.perf_counter() - start}
+    return {"value": value, "worker": worker, "seconds": time.perf_counter() - start,
+            "split_seconds": sum(_SPLIT_SECONDS), "peak_rss_gb": _peak_rss_gb()}
+
+
+def _peak_rss_gb():
+    """This process's peak resident memory (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 30 if sys.platform == "darwin" else 1 << 20)
 
 
 def _enter_worker(threads, gpus, configs):
@@ -267,11 +280,18 @@ def _enter_worker(threads, gpus, configs):
         config.external_config_dict["use_gpu"] = bool(gpus)
 
 
+#: Seconds this worker's current task spent rebuilding the split (a cost of running as a task:
+#: the sequential run builds it once), reported back to the driver's log.
+_SPLIT_SECONDS = []
+
+
 def _worker_split(config, fingerprint):
     """The run's split, rebuilt here from the dataset files, checked against the driver's."""
     from recbole_hetcomp.data.split import build_split
 
+    start = time.perf_counter()
     split = build_split(config)
+    _SPLIT_SECONDS.append(time.perf_counter() - start)
     if split.fingerprint != fingerprint:
         raise HetCompError(
             f"the dataset at {config['data_path']} gives this worker another split than the "

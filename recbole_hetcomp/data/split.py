@@ -13,10 +13,13 @@ import logging
 import os
 
 import numpy as np
+from recbole.data.dataloader import TrainDataLoader
 from recbole.data.utils import create_samplers, get_dataloader
+from recbole.sampler import Sampler
 from recbole.utils import init_seed
 
 from recbole_hetcomp.data.availability import ensure_dataset
+from recbole_hetcomp.data.sampling import VectorisedSampler, VectorisedTrainDataLoader
 from recbole_hetcomp.errors import HetCompError
 
 
@@ -144,8 +147,16 @@ def make_loaders(config, split):
     """RecBole train/valid/test data loaders for ``config``'s model over ``split``."""
     parts = [split.train, split.valid, split.test]
     train_sampler, valid_sampler, test_sampler = create_samplers(config, split.dataset, parts)
-    train = get_dataloader(config, "train")(config, split.train, train_sampler,
-                                             shuffle=config["shuffle"])
+    train_class = get_dataloader(config, "train")
+    if (config["vectorised_loader"] and train_class is TrainDataLoader
+            and config["single_spec"] and not config["worker"]):
+        # RecBole's batching and negative sampling without their per-item Python loops, same
+        # distributions (data/sampling.py). Other loaders (autoencoders' user batches,
+        # repeatable or KG samplers, distributed or multi-worker loading) stay RecBole's.
+        train_class = VectorisedTrainDataLoader
+        if type(train_sampler) is Sampler:
+            train_sampler = VectorisedSampler(train_sampler)
+    train = train_class(config, split.train, train_sampler, shuffle=config["shuffle"])
     valid = get_dataloader(config, "valid")(config, split.valid, valid_sampler, shuffle=False)
     test = get_dataloader(config, "test")(config, split.test, test_sampler, shuffle=False)
     return train, valid, test
