@@ -11,7 +11,7 @@ import argparse
 import re
 import sys
 
-from _common import emit
+from _common import write_text_atomically
 
 STAGE = re.compile(r"\[HetComp\s+([0-9.]+)s\]\s+(.*)$")
 TASK_DONE = re.compile(r"^(.*): finished on Ray worker .* in ([0-9.]+)s"
@@ -55,7 +55,10 @@ def main():
                   f"{m.group(4) or ''} |" for m in tasks]
     if teacher_end is not None:
         lines += ["", f"teacher stage (run start to 'ensemble knowledge'): {teacher_end:.1f} s"]
-    emit(lines, args.out)
+    text = "\n".join(lines) + "\n"  # a log's figures: no load average of this machine now
+    print(text, end="")
+    if args.out:
+        write_text_atomically(args.out, text)
 
 
 if __name__ == "__main__":
