@@ -65,6 +65,21 @@ def synthetic_rankings(train, n_items, x, c, m, gen, chunk=1024):
     return rankings, observed
 
 
+def stored_trajectories(config, split, logger):
+    """The run's teachers' trajectories from the store (never trained here), in order."""
+    from recbole_hetcomp.errors import HetCompError
+    from recbole_hetcomp.teachers import load_teacher, teacher_config
+
+    trajectories = []
+    for name in config["teachers"]:
+        trajectory = load_teacher(teacher_config(config, name), split, logger)
+        if trajectory is None:
+            raise HetCompError(f"no stored trajectory of {name} for this split and settings: "
+                               "run the pipeline first (or pass the run's --key=value)")
+        trajectories.append(trajectory)
+    return trajectories
+
+
 def timed(fn, repeats, setup=None):
     """Median wall and CPU seconds of ``fn`` over ``repeats`` runs, and its last result.
 

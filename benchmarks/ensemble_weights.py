@@ -17,13 +17,11 @@ import argparse
 import logging
 import time
 
-from _common import emit
+from _common import emit, stored_trajectories
 
 from recbole_hetcomp.config import Config
 from recbole_hetcomp.data.split import build_split
 from recbole_hetcomp.ensemble import choose_weights, evaluate_ensemble
-from recbole_hetcomp.errors import HetCompError
-from recbole_hetcomp.teachers import load_teacher, teacher_config
 
 METRICS = ("recall@50", "ndcg@50", "recall@10")
 
@@ -37,13 +35,7 @@ def main():
     logging.basicConfig(level=logging.WARNING)
     config = Config("HetCompStudent", args.dataset, cmd_args=extra + ["--state=WARNING"])
     split = build_split(config)
-    trajectories = []
-    for name in config["teachers"]:
-        trajectory = load_teacher(teacher_config(config, name), split, logger)
-        if trajectory is None:
-            raise HetCompError(f"no stored trajectory of {name} for this split and settings: "
-                               "run the pipeline first (or pass the run's --key=value)")
-        trajectories.append(trajectory)
+    trajectories = stored_trajectories(config, split, logger)
     rows = [{"model": t.teacher, "valid": t.manifest["best_valid_result"],
              "test": t.manifest["test_result"]} for t in trajectories]
     start = time.perf_counter()

@@ -25,18 +25,17 @@ import sys
 import time
 
 import torch
-from _common import emit
+from _common import emit, stored_trajectories
 
 from recbole.utils import init_seed
 
 from recbole_hetcomp.config import Config
 from recbole_hetcomp.data.split import build_split, make_loaders
 from recbole_hetcomp.device import synchronize
-from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.pipeline import student_config
 from recbole_hetcomp.quick_start import set_torch_threads
 from recbole_hetcomp.registry import get_model
-from recbole_hetcomp.teachers import load_teacher, teacher_config
+from recbole_hetcomp.teachers import teacher_config
 from recbole_hetcomp.trainer.knowledge_set import KnowledgeSet
 from recbole_hetcomp.trainer.recording import make_trainer
 from recbole_hetcomp.training import batch_users
@@ -99,13 +98,7 @@ def profile(config, split, epochs, knowledge=None):
 
 
 def student_knowledge(run_config, split, logger):
-    trajectories = []
-    for name in run_config["teachers"]:
-        trajectory = load_teacher(teacher_config(run_config, name), split, logger)
-        if trajectory is None:
-            raise HetCompError(f"no stored trajectory of {name} for this split and settings: "
-                               "run the pipeline first (or pass the run's --key=value)")
-        trajectories.append(trajectory)
+    trajectories = stored_trajectories(run_config, split, logger)
     config = student_config(run_config, run_config["seed"])
     history = split.train.history_item_matrix()[0]
     return config, KnowledgeSet(trajectories, history, split.n_items, config["hetcomp_k"],
