@@ -93,6 +93,11 @@ fi
 TAIL=12 step "gpu_check.py: student epochs, host syncs, peak memory, CPU-vs-device agreement" \
   180 $PY benchmarks/gpu_check.py --device $DEVICE --data-path dataset $QUICK
 
+# 5. RecBole's loader against vectorised_loader on the device (where the data path dominates).
+TAIL=10 step "profile_epoch.py: RecBole's loader vs vectorised_loader, BPR and CML (ml-100k)" 120 \
+  $PY benchmarks/profile_epoch.py --dataset ml-100k --models BPR CML --compare-loaders \
+  --epochs 2 --use_gpu=$GPU --trajectory_dir=$WORK/traj
+
 md "Overall: $([ $STATUS -eq 0 ] && echo 'every step passed' || echo 'some steps FAILED (see above)')."
 mv "$REPORT.tmp" "$REPORT"
 [ -n "${OUT:-}" ] && cp "$REPORT" "$OUT/"
