@@ -42,9 +42,8 @@ def main():
     weights, info = choose_weights(config, split, trajectories, logger)
     search_seconds = time.perf_counter() - start
     for label, w in (("Ensemble, uniform", None), ("Ensemble, validation-weighted", weights)):
-        rows.append({"model": label,
-                     "valid": evaluate_ensemble(config, split, trajectories, w, "valid"),
-                     "test": evaluate_ensemble(config, split, trajectories, w, "test")})
+        rows.append({"model": label, **evaluate_ensemble(config, split, trajectories, w,
+                                                          parts=("valid", "test"))})
     lines = [f"# Ensemble weights on {args.dataset}", "",
              f"Teachers from the store; weights fitted on validation {config['valid_metric']} "
              f"in {search_seconds:.1f} s: " + ", ".join(f"{n} {v:.2f}"

@@ -32,13 +32,11 @@ from recbole.utils import init_seed
 from recbole_hetcomp.config import Config
 from recbole_hetcomp.data.split import build_split, make_loaders
 from recbole_hetcomp.device import synchronize
-from recbole_hetcomp.pipeline import student_config
+from recbole_hetcomp.pipeline import student_config, student_knowledge
 from recbole_hetcomp.quick_start import set_torch_threads
 from recbole_hetcomp.registry import get_model
 from recbole_hetcomp.teachers import teacher_config
-from recbole_hetcomp.trainer.knowledge_set import KnowledgeSet
 from recbole_hetcomp.trainer.recording import make_trainer
-from recbole_hetcomp.training import batch_users
 
 
 class TimedLoader:
@@ -97,14 +95,13 @@ def profile(config, split, epochs, knowledge=None):
     return statistics.median(walls), statistics.median(datas), batches, kind
 
 
-def student_knowledge(run_config, split, logger):
-    trajectories = stored_trajectories(run_config, split, logger)
+def student_setup(run_config, split, logger):
+    """The student's Config and knowledge (uniform teacher weights: the weights change the
+    targets' content, not the epoch's work)."""
     config = student_config(run_config, run_config["seed"])
     history = split.train.history_item_matrix()[0]
-    return config, KnowledgeSet(trajectories, history, split.n_items, config["hetcomp_k"],
-                                config["hetcomp_l"], config["temperature"],
-                                batch_users(config, "knowledge_batch_size", "ranking",
-                                            split.n_items), config["device"])
+    return config, student_knowledge(config, split, stored_trajectories(run_config, split, logger),
+                                     history)
 
 
 def main():
@@ -131,7 +128,7 @@ def main():
     for name in names:
         for vectorised in settings:
             if name == "HetCompStudent":
-                config, knowledge = student_knowledge(run_config, split, logger)
+                config, knowledge = student_setup(run_config, split, logger)
             else:
                 config, knowledge = teacher_config(run_config, name), None
             config["vectorised_loader"] = vectorised

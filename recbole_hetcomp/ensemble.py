@@ -108,9 +108,10 @@ def choose_weights(config, split, trajectories, logger):
     return weights, info
 
 
-def evaluate_ensemble(config, split, trajectories, weights=None, part="test"):
-    """The ensemble ranking's metrics on the ``part`` ("valid" or "test") by RecBole's
-    evaluator (the popularity metrics included)."""
+def evaluate_ensemble(config, split, trajectories, weights=None, parts=("test",)):
+    """The ensemble ranking's metrics on each of ``parts`` ("valid", "test") by RecBole's
+    evaluator (the popularity metrics included): {part: {metric: value}}. The ranker and the
+    loaders are built once for all parts."""
     rankings = np.stack([t.rankings for t in trajectories]).astype(np.int64)
     model = EnsembleRanker(config, split.train, torch.from_numpy(rankings),
                            k=max(config["topk"]) * 2, temperature=config["temperature"],
@@ -120,15 +121,16 @@ def evaluate_ensemble(config, split, trajectories, weights=None, part="test"):
     train_data, valid_data, test_data = make_loaders(config, split)
     trainer = Trainer(config, model)
     trainer.eval_collector.data_collect(train_data)  # item counts of the popularity metrics
-    result = trainer.evaluate(valid_data if part == "valid" else test_data,
-                              load_best_model=False)
-    return {k: float(v) for k, v in result.items()}
+    loaders = {"valid": valid_data, "test": test_data}
+    return {part: {k: float(v) for k, v in
+                   trainer.evaluate(loaders[part], load_best_model=False).items()}
+            for part in parts}
 
 
 def ensemble_row(config, split, trajectories, teacher_rows, weights=None, name=None):
     """Test metrics of the ensemble ranking, scored by RecBole's evaluator; serving cost = all
     teachers with a weight together."""
-    test = evaluate_ensemble(config, split, trajectories, weights)
+    test = evaluate_ensemble(config, split, trajectories, weights)["test"]
     used = [r for r, w in zip(teacher_rows, weights.tolist() if weights is not None
                               else [1] * len(teacher_rows)) if w > 0]
     name = name or f"Ensemble ({len(trajectories)} teachers)"

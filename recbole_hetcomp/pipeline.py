@@ -181,15 +181,20 @@ def _row(rows, kind):
     return next(r for r in rows if r["kind"] == kind)
 
 
+def student_knowledge(config, split, trajectories, history, weights=None):
+    """The KnowledgeSet a HetComp student with ``config`` (its own Config) learns from."""
+    return KnowledgeSet(trajectories, history, split.n_items, config["hetcomp_k"],
+                        config["hetcomp_l"], config["temperature"],
+                        batch_users(config, "knowledge_batch_size", "ranking", split.n_items),
+                        config["device"], weights)
+
+
 def train_student(config, split, trajectories, history, seed, logger, weights=None):
     """Distil the knowledge into a fresh student with ``seed``.
 
     Returns (result, histories, model in its best validation state, the student's config)."""
     config = student_config(config, seed)
-    knowledge = KnowledgeSet(trajectories, history, split.n_items, config["hetcomp_k"],
-                             config["hetcomp_l"], config["temperature"],
-                             batch_users(config, "knowledge_batch_size", "ranking",
-                                         split.n_items), config["device"], weights)
+    knowledge = student_knowledge(config, split, trajectories, history, weights)
     model, trainer, result = train_model(config, split, logger, knowledge=knowledge)
     result["seed"] = seed
     run = {"seed": seed, "kc_history": trainer.kc_history,

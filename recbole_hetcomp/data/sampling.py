@@ -1,4 +1,4 @@
-"""Negative sampling for RecBole's training loader, vectorised (``vectorised_sampling: True``).
+"""Negative sampling for RecBole's training loader, vectorised (``vectorised_loader: True``).
 
 RecBole 1.2.1's ``Sampler.sample_by_key_ids`` draws candidates with numpy but checks each one
 against the user's set of used items in a Python loop: on ml-1m that loop is most of a BPR epoch
