@@ -24,10 +24,13 @@ def format_metrics(result):
 
 # --- rows: one dict per line of the table ---------------------------------------------------
 def model_row(name, kind, test_result, n_params, inference_ms, train_seconds):
-    """A row of one trained model (``kind``: teacher, ensemble, baseline, student)."""
+    """A row of one trained model (``kind``: teacher, ensemble, baseline, student).
+
+    ``inference_ms`` is None when no run of the row was timed (rows rebuilt from a log)."""
     return {"model": name, "kind": kind,
             "test_result": {k: float(v) for k, v in test_result.items()},
-            "n_params": int(n_params), "inference_ms_per_1000_users": float(inference_ms),
+            "n_params": int(n_params),
+            "inference_ms_per_1000_users": None if inference_ms is None else float(inference_ms),
             "train_seconds": float(train_seconds)}
 
 
@@ -46,7 +49,7 @@ def seeded_row(name, kind, per_seed, n_params, inference_ms, train_seconds, weig
     """
     mean, std = seed_statistics(per_seed)
     timings = [t for t in inference_ms if t is not None]
-    row = model_row(name, kind, mean, n_params, float(np.median(timings)),
+    row = model_row(name, kind, mean, n_params, float(np.median(timings)) if timings else None,
                     float(np.average(train_seconds, weights=weights)))
     row.update(seeds=len(per_seed), test_std=std, per_seed=list(per_seed))
     return row
@@ -103,7 +106,7 @@ def summary(rows, valid_metric, columns):
             for row in variants:
                 v = row["test_result"][m]
                 out[f"{m} gain over {row['model']}"] = (s - v) / v if v else None
-    if student and ensemble:
+    if student and ensemble and student["inference_ms_per_1000_users"]:
         out["inference speed-up vs ensemble"] = (ensemble["inference_ms_per_1000_users"]
                                                  / student["inference_ms_per_1000_users"])
         out["parameter ratio ensemble/student"] = ensemble["n_params"] / student["n_params"]
@@ -161,7 +164,8 @@ def markdown_table(rows, columns, costs=True):
     for r in rows:
         cells = [_cell(r, c) for c in columns]
         if costs:
-            cells += [f"{r['n_params']:,}", f"{r['inference_ms_per_1000_users']:.1f}",
+            timing = r["inference_ms_per_1000_users"]
+            cells += [f"{r['n_params']:,}", "-" if timing is None else f"{timing:.1f}",
                       f"{r['train_seconds']:.1f}"]
         lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

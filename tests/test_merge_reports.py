@@ -102,3 +102,24 @@ def test_rows_of_some_runs_are_merged_over_their_seeds():
     assert kinds == ["teacher", "ensemble", "baseline", "student", "ablation"]
     assert merged["rows"][3]["seeds"] == 3 and merged["rows"][4]["seeds"] == 1
     assert merged["rows"][4]["test_result"]["recall@50"] == pytest.approx(0.2)
+
+
+def test_a_row_no_run_timed_has_no_inference_time(tmp_path):
+    # A row rebuilt from a log has no inference timing: the merged row says so ("-" in the
+    # table, null in the JSON) instead of a NaN median that strict JSON readers reject.
+    untimed = fake_report(1, 0.30, 0.10)
+    untimed["rows"].append({"model": "RRD (same ensemble)", "kind": "distillation",
+                            "test_result": {"recall@50": 0.2, "ndcg@50": 0.1}, "n_params": 10,
+                            "inference_ms_per_1000_users": None, "train_seconds": 1.0,
+                            "seeds": 1})
+    merged = merge_reports([untimed, fake_report(2, 0.34, 0.14)])
+    rrd = next(r for r in merged["rows"] if r["model"] == "RRD (same ensemble)")
+    assert rrd["inference_ms_per_1000_users"] is None
+    paths = [tmp_path / "a.report.json", tmp_path / "b.report.json"]
+    for path, report in zip(paths, (untimed, fake_report(2, 0.34, 0.14))):
+        path.write_text(json.dumps(report))
+    assert main([str(p) for p in paths] + ["--output", str(tmp_path / "m")]) in (0, None)
+    text = (tmp_path / "m.report.md").read_text()
+    line = next(l for l in text.splitlines() if l.startswith("| RRD (same ensemble)"))
+    assert "nan" not in line and "| - |" in line
+    json.loads((tmp_path / "m.report.json").read_text(), parse_constant=pytest.fail)
