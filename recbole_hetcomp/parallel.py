@@ -46,10 +46,9 @@ def task_gpus(config, key):
 
 
 def check_parallel(config):
-    """Refuse, before anything trains, worker settings that cannot be honoured."""
+    """Refuse, before anything trains, worker settings that cannot be honoured: the settings'
+    own contradictions first (they need no install to fix), then a missing Ray."""
     for key, gpus_key in (("teacher_workers", "teacher_gpus"), ("seed_workers", "seed_gpus")):
-        if config[key] > 1:
-            require_ray(key, config[key])
         gpus = config[gpus_key]
         if gpus is not None and gpus > 1 and gpus != int(gpus):
             raise HetCompError(f"{gpus_key} must be a fraction of one GPU or a whole number "
@@ -57,6 +56,8 @@ def check_parallel(config):
         if gpus and config[key] > 1 and config["use_gpu"] is False:
             raise HetCompError(f"{gpus_key}: {gpus} asks for GPUs but use_gpu is False: set "
                                f"--{gpus_key}=0 or drop --use_gpu=False")
+        if config[key] > 1:
+            require_ray(key, config[key])
     address = config["ray_address"]
     if address is not None and (not isinstance(address, str) or not address.strip()):
         raise HetCompError(f"ray_address must be a Ray address such as auto or "

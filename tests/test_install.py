@@ -32,14 +32,22 @@ def test_installed_wheel_reads_its_properties_and_serves_a_package(tiny, tmp_pat
     import recbole
     import torch
 
-    # (plus wherever torch and RecBole were found, e.g. a PYTHONPATH target directory)
+    # (plus wherever torch and RecBole were found, e.g. a PYTHONPATH target directory), in the
+    # order this interpreter searches them: a PYTHONPATH directory that shadows a site-packages
+    # one here (pandas 2 over an image's pandas 3, benchmarks/gpu_check.sh) shadows it there.
     found = [os.path.dirname(os.path.dirname(m.__file__)) for m in (recbole, torch)]
-    ours = [p for p in dict.fromkeys(site.getsitepackages() + [site.getusersitepackages()]
-                                     + found) if os.path.isdir(p)]
+    wanted = {os.path.realpath(p) for p in site.getsitepackages() + [site.getusersitepackages()]
+              + found if os.path.isdir(p)}
+    ours = [p for p in dict.fromkeys(os.path.realpath(p) for p in sys.path if p)
+            if p in wanted]
+    ours += sorted(wanted.difference(ours))
     with open(os.path.join(probe_site, "outer-site-packages.pth"), "w") as f:
         f.write("\n".join(ours) + "\n")
+    # Without PYTHONPATH, as the probe: a checkout on it (gpu_check.sh puts one there) holds the
+    # egg-info the wheel build just wrote, and pip would take the package as already installed.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
-                   check=True)
+                   check=True, env=env)
     probe = textwrap.dedent("""
         import os, recbole_hetcomp
         from recbole_hetcomp.config import Config, properties_file
@@ -50,9 +58,10 @@ def test_installed_wheel_reads_its_properties_and_serves_a_package(tiny, tmp_pat
     """)
     work = tmp_path / "elsewhere"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([python, "-c", probe], cwd=work, env=env, check=True,
-                         capture_output=True, text=True).stdout.splitlines()
+    done = subprocess.run([python, "-c", probe], cwd=work, env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout.splitlines()
     package_dir, cml_yaml, values = out[-3:]
     assert "site-packages" in package_dir and not package_dir.startswith(ROOT)
     assert cml_yaml.startswith(package_dir) and os.path.isfile(cml_yaml)
