@@ -9,8 +9,12 @@ import pytest
 TEST_USE_GPU = os.environ.get("HETCOMP_TEST_DEVICE", "cpu") == "cuda"
 
 
-def write_tiny_dataset(root, name="tiny", n_users=40, n_items=60, seed=0):
-    """Users in two taste groups (even / odd items), 8-20 items each: learnable in a few epochs."""
+def write_tiny_dataset(root, name="tiny", n_users=40, n_items=60, seed=0, repeats=0):
+    """Users in two taste groups (even / odd items), 8-20 items each: learnable in a few epochs.
+
+    ``repeats`` > 0 logs each user's first ``repeats`` items a second time, later (a user who
+    came back to an item): the split then puts some (user, item) pairs in two parts at once.
+    """
     rng = np.random.default_rng(seed)
     os.makedirs(os.path.join(root, name), exist_ok=True)
     lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
@@ -18,6 +22,7 @@ def write_tiny_dataset(root, name="tiny", n_users=40, n_items=60, seed=0):
         group = np.arange(u % 2, n_items, 2)
         k = int(rng.integers(8, 21))
         items = rng.choice(group, size=min(k, len(group)), replace=False)
+        items = np.concatenate([items, items[:repeats]])
         lines += [f"u{u}\ti{i}\t1\t{t}" for t, i in enumerate(items)]
     with open(os.path.join(root, name, f"{name}.inter"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -96,11 +96,17 @@ def test_student_switches_to_rank_loss(tiny):
     assert len(kc) == 4  # no construction after the switch
 
 
-def test_student_lists_from_validation_equal_direct_scoring(tiny):
-    """The knowledge step reuses the student's top lists read off the validation pass."""
+@pytest.mark.parametrize("repeats", [0, 4])
+def test_student_lists_from_validation_equal_direct_scoring(tiny, repeats):
+    """The knowledge step reuses the student's top lists read off the validation pass, also
+    when pairs logged twice put training items among the validation positives (which RecBole's
+    mask then leaves unmasked)."""
     import torch
 
-    _, base = tiny
+    from conftest import write_tiny_dataset
+
+    data_path, base = tiny
+    write_tiny_dataset(data_path, repeats=repeats)
     trainer, train, valid = _student_trainer(base)
     model = trainer.model
     trainer.eval_collector.data_collect(train)

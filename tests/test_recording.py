@@ -67,6 +67,34 @@ def test_recorded_lists_equal_brute_force(tiny, model_name):
         assert set(got) <= items and len(got) == min(15, len(items))
 
 
+def test_recorded_lists_hold_no_training_item_when_pairs_repeat(tiny, caplog):
+    """A pair logged twice can fall in training and validation at once; RecBole's full-sort
+    mask then leaves that training item unmasked, but recorded lists hold unobserved items."""
+    from conftest import write_tiny_dataset
+
+    data_path, base = tiny
+    write_tiny_dataset(data_path, repeats=4)
+    config = Config("BPR", "tiny", config_dict=dict(base, epochs=2))
+    with caplog.at_level(logging.WARNING):
+        split = build_split(config)
+    assert "160 interactions of 'tiny' repeat a (user, item) pair" in caplog.text
+    assert "rm_dup_inter: first" in caplog.text
+    train, valid, _ = make_loaders(config, split)
+    history, _, lengths = split.train.history_item_matrix()
+    valid_items, _, valid_lengths = split.valid.history_item_matrix()
+    shared = sum(len(set(history[u, :lengths[u]].tolist())
+                     & set(valid_items[u, :valid_lengths[u]].tolist()))
+                 for u in range(1, split.n_users))
+    assert shared > 0  # the case under test exists in this split
+    model = get_model("BPR")(config, split.train).to(config["device"])
+    recorder = TrajectoryRecorder(model, split.train, top_m=15, batch_size=7,
+                                  device=config["device"])
+    make_trainer(config, model, recorder).fit(train, valid, saved=True)
+    for lists in recorder.rankings:
+        for user in range(1, split.n_users):
+            assert not set(history[user, :lengths[user]].tolist()) & set(lists[user].tolist())
+
+
 def test_select_snapshots_rule():
     scores = [0.1, 0.3, 0.5, 0.55, 0.6, 0.58]
     assert select_snapshots(scores, 4, [0.5, 0.7, 0.85]) == [1, 2, 3, 4]

@@ -91,6 +91,7 @@ def build_split(config, logger=None):
     if dataset.inter_num == 0:
         raise HetCompError(f"dataset '{config['dataset']}' has no interactions left after "
                            "filtering: check its .inter file and the *_inter_num_interval keys")
+    _warn_repeated_pairs(dataset, logger)
     parts = dataset.build()
     if config["drop_unseen_eval_items"]:
         parts = _drop_unseen_items(dataset, parts, logger)
@@ -126,6 +127,20 @@ def load_dataset(config, logger=None):
         (logger or logging.getLogger()).warning(f"ignoring {cache}: RecBole dataset caches are pickles and are never "
                        "loaded by recbole-hetcomp")
     return dataset_class(config)
+
+
+def _warn_repeated_pairs(dataset, logger):
+    """Say when (user, item) pairs occur more than once: the split can then put one pair in
+    training and in evaluation, and RecBole's evaluators count such a training item as a hit.
+    (Recorded lists and the student's lists leave training items out either way.)"""
+    users = np.asarray(dataset.inter_feat[dataset.uid_field], dtype=np.int64)
+    items = np.asarray(dataset.inter_feat[dataset.iid_field], dtype=np.int64)
+    repeated = len(users) - len(np.unique(users * dataset.item_num + items))
+    if repeated:
+        (logger or logging.getLogger()).warning(
+            f"{repeated} interactions of '{dataset.dataset_name}' repeat a (user, item) pair "
+            "already seen: a pair can then be in training and in evaluation at once, and "
+            "RecBole counts it as a hit; set rm_dup_inter: first to keep one of each")
 
 
 def _drop_unseen_items(dataset, parts, logger):

@@ -17,7 +17,8 @@ import torch
 from recbole.utils import set_color
 
 from recbole_hetcomp.errors import HetCompError
-from recbole_hetcomp.knowledge import masked_topk, overall_loss, rank_loss, should_switch
+from recbole_hetcomp.knowledge import (exclusion_mask, masked_topk, overall_loss, rank_loss,
+                                      should_switch)
 from recbole_hetcomp.trainer.distillation import DistillationTrainer
 
 #: knowledge_transfer values: the paper's adaptive switch, or one loss throughout (ablation).
@@ -131,8 +132,11 @@ class HetCompTrainer(DistillationTrainer):
     def _full_sort_batch_eval(self, batched_data):
         interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
         if self._capturing:
-            # RecBole masked training items and item 0 with -inf: exactly the unobserved items
+            # RecBole's -inf mask misses training items that are also validation positives
+            # (a pair logged twice): the student's lists must hold unobserved items only
             users = interaction[self.config["USER_ID_FIELD"]].to(self.device)
-            self._valid_top[users] = masked_topk(scores, torch.zeros_like(scores, dtype=torch.bool),
-                                                 self.discrepancy_n)
+            excluded = exclusion_mask(self.knowledge.history[users].to(scores.device),
+                                      scores.shape[1])
+            self._valid_top[users] = masked_topk(scores, excluded, self.discrepancy_n).to(
+                self.device)
         return interaction, scores, positive_u, positive_i

@@ -73,8 +73,10 @@ class TrajectoryMixin(BestStateMixin):
             with self._stopwatch:  # no host sync per batch: device time, read once
                 recorder = self.recorder
                 rows = interaction[recorder.uid_field].to(recorder.device)
-                # scores already hold -inf at training items and item 0 (RecBole's mask)
-                lists = recorder.top_lists(scores, torch.zeros_like(scores, dtype=torch.bool))
+                # RecBole's mask hides a user's training items only when they are not also
+                # validation positives (a pair logged twice can be in both parts): masked
+                # again here, since training items never enter the recorded lists
+                lists = recorder.top_lists(scores, recorder.training_mask(rows, scores.device))
                 raw = self._raw_scores.view(len(rows), -1)
                 self._captured[rows] = lists.to(recorder.device)
                 self._observed[rows] = recorder.training_item_lists(rows, raw).to(
