@@ -73,10 +73,15 @@ class HetCompTrainer(DistillationTrainer):
         switched_now = should_switch(self.knowledge.state.choice[1:],
                                      self.knowledge.n_snapshots, self.switch_share)
         if switched_now:
+            # the pairs still behind (at most 1 - switch_share of them) jump to the converged
+            # teachers: after the switch every T_u is the final ensemble's (a choice)
             self.knowledge.finish()
             self.switched = True
         self.model.train()
-        self.cur_step = 0  # new knowledge: early-stopping patience restarts
+        # Patience restarts at every call, moved pairs or not (a choice, not the spec's): the
+        # targets are re-read, so a best score under older targets is no yardstick. With
+        # eval_step = kc_period early stopping therefore acts only after the switch.
+        self.cur_step = 0
         entry = {"epoch": epoch_idx, **self.knowledge.progress(),
                  "loss": "rank" if self._uses_rank_loss() else "overall",
                  "seconds": perf_counter() - start}
