@@ -10,6 +10,8 @@ keys this plugin cannot list (a model's own keys), so an unknown key may still b
 
 import difflib
 import os
+import shutil
+import tempfile
 
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.registry import get_model, plugin_models
@@ -117,6 +119,68 @@ def check_directory_key(config, key):
                            "directory")
 
 
+def writable_dir_problem(path):
+    """Why files cannot be written in directory ``path`` (created if missing), or None.
+
+    A probe, not a guess from permission bits (root ignores them; a read-only mount does not):
+    a temporary file is written where the directory is, or, when it does not exist yet, a
+    temporary directory with a file in it is made in its nearest existing parent, so a refused
+    run leaves no empty directory behind. Everything the probe makes is removed.
+    """
+    path = os.path.abspath(path)
+    parent = path
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"{parent} is a file, not a directory"
+    made = None
+    try:
+        folder = parent
+        if parent != path:
+            made = folder = tempfile.mkdtemp(prefix=".hetcomp-probe-", dir=parent)
+        fd, tmp = tempfile.mkstemp(prefix=".hetcomp-probe-", dir=folder)
+        try:
+            os.write(fd, b"probe")
+        finally:
+            os.close(fd)
+            os.unlink(tmp)
+    except OSError as exc:
+        return (exc.strerror or str(exc)) + ("" if parent == path else f" in {parent}")
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+    return None
+
+
+def check_writable_directory_key(config, key, where=""):
+    """A directory the run will write to must be writable now, not after hours of training."""
+    check_directory_key(config, key)
+    problem = writable_dir_problem(config[key]) if config[key] is not None else None
+    if problem:
+        fix = "set it in teacher_config" if where else f"set --{key} to a directory you can write"
+        raise HetCompError(f"{where}{key} '{config[key]}' cannot be written ({problem}): {fix}")
+
+
+def check_log_directory(config):
+    """RecBole's logger writes ``./log/<model>/`` of the current directory (not configurable)."""
+    folder = os.path.join("log", config["model"])
+    problem = writable_dir_problem(folder)
+    if problem:
+        raise HetCompError(f"the run's log folder {os.path.abspath(folder)} cannot be written "
+                           f"({problem}): run from a directory you can write to")
+
+
+def check_output_dirs(config):
+    """The run's directories, writable before anything trains: ``checkpoint_dir`` (model
+    packages, the pipeline's run state; RecBole's trainer creates it) and ``trajectory_dir``
+    when a trajectory is recorded (``check_log_directory`` runs before the log is opened)."""
+    check_writable_directory_key(config, "checkpoint_dir")
+    if config["model"] == STUDENT or config["record_trajectory"]:
+        check_writable_directory_key(config, "trajectory_dir")
+    else:
+        check_directory_key(config, "trajectory_dir")
+
+
 def check_dataset_name(name):
     """A dataset is named, never given as a path (the name is joined into several paths)."""
     if not isinstance(name, str) or not name or name in (".", "..") or "/" in name \
@@ -213,8 +277,7 @@ def check_run(config, logger):
     """Check the run's configuration (and, for the pipeline, each teacher's and the
     baseline's) before anything is loaded or trained. Returns the teachers' Configs."""
     check_dataset_name(config["dataset"])
-    for key in ("trajectory_dir", "checkpoint_dir"):
-        check_directory_key(config, key)
+    check_output_dirs(config)
     warn_unknown_keys(config, logger)  # first: a misspelt key may explain the error below
     check_numbers(config)
     if config["model"] != STUDENT:
@@ -240,7 +303,8 @@ def check_run(config, logger):
         tconfig = teacher_config(config, name)
         where = f"teacher {name}: "
         check_numbers(tconfig, where)
-        check_directory_key(tconfig, "trajectory_dir")
+        if tconfig["trajectory_dir"] != config["trajectory_dir"]:
+            check_writable_directory_key(tconfig, "trajectory_dir", where)
         own = {**(config["teacher_config"].get("default") or {}),
                **(config["teacher_config"].get(name) or {})}
         warn_unknown_keys(tconfig, logger, own, where=f"teacher_config {name}: ")

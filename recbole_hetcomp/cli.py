@@ -1,6 +1,7 @@
 """``run_hetcomp.py`` / ``hetcomp``: argument parsing and user-facing errors."""
 
 import argparse
+import logging
 import sys
 
 
@@ -24,8 +25,9 @@ def parse(argv):
 
 
 def main(argv=None):
-    """Entry point; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
-    from recbole_hetcomp.errors import HetCompError
+    """Entry point; returns the exit status (0 ok, 2 bad input, 1 a write that failed late
+    (disk full), 130 interrupted)."""
+    from recbole_hetcomp.errors import HetCompError, os_error_text
     from recbole_hetcomp.quick_start import run_hetcomp
 
     args, files, rest = parse(sys.argv[1:] if argv is None else argv)
@@ -34,6 +36,15 @@ def main(argv=None):
     except HetCompError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # The directories are probed before anything trains (checks.check_output_dirs), so
+        # this is the disk filling up or a folder changed under the run: one line, the
+        # traceback only in a DEBUG log. Stores are written atomically: nothing kept is lost.
+        logging.getLogger().debug("write failed", exc_info=True)
+        print(f"error: {os_error_text(exc)}: free space (or fix the folder) and run the same "
+              "command again; finished teachers stay in the trajectory store and finished "
+              "seeds in the run state", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: finished teachers stay in the trajectory store and finished seeds "
               "in the run state; run the same command again to resume", file=sys.stderr)

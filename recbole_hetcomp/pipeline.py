@@ -20,7 +20,7 @@ from recbole_hetcomp.checks import baseline_rates
 from recbole_hetcomp.config import Config, inherited_keys
 from recbole_hetcomp.device import batch_users
 from recbole_hetcomp.ensemble import choose_weights, ensemble_row
-from recbole_hetcomp.errors import HetCompError
+from recbole_hetcomp.errors import HetCompError, os_error_text
 from recbole_hetcomp.registry import get_model
 from recbole_hetcomp.report import (format_metrics, seeded_row, teacher_row,
                                     write_report)
@@ -97,7 +97,7 @@ def run_pipeline(config, split, logger):
         from recbole_hetcomp.parallel import parallel_seeds  # Ray only when asked for
 
         def keep(outcome):
-            finished.save(outcome)
+            _keep_seed(finished, outcome, logger)
             _log_outcome(config, outcome, logger)
             outcomes[outcome["seed"]] = outcome
 
@@ -106,7 +106,7 @@ def run_pipeline(config, split, logger):
         for seed in missing:
             outcomes[seed] = train_seed(config, split, trajectories, history, seed, logger,
                                         weights, variants, stage)
-            finished.save(outcomes[seed])
+            _keep_seed(finished, outcomes[seed], logger)
     results = {}  # row name -> (kind, [result per seed])
     runs = []
     best_student = best_baseline = None  # (result, outcome, row) of the best seed on valid
@@ -175,6 +175,20 @@ def train_seed(config, split, trajectories, history, seed, logger, weights, vari
                                     "result": result})
         run.setdefault("variants", {})[variant.row_name] = vrun
     return outcome
+
+
+def _keep_seed(finished, outcome, logger):
+    """Save a finished seed for a resumed run; a failed write (disk full) costs only that.
+
+    The run state is a convenience: the seed's results are in memory and the run goes on to
+    its report. Stopping here would lose the seed the run state exists to keep.
+    """
+    try:
+        finished.save(outcome)
+    except OSError as exc:
+        logger.warning(f"seed {outcome['seed']} could not be kept in the run state "
+                       f"({os_error_text(exc)}); the run goes on, but a "
+                       "stopped run would train it again")
 
 
 def _row(rows, kind):

@@ -13,14 +13,14 @@ import torch
 
 from recbole.utils import init_logger, set_color
 
-from recbole_hetcomp.checks import check_run, check_split
+from recbole_hetcomp.checks import check_log_directory, check_run, check_split
 from recbole_hetcomp.config import Config
 from recbole_hetcomp.device import describe
 from recbole_hetcomp.data.split import build_split
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.report import format_metrics, metric_columns, model_row
 from recbole_hetcomp.serving.export import check_export_settings, export_model
-from recbole_hetcomp.teachers import teacher_trajectory
+from recbole_hetcomp.teachers import load_teacher, store_trajectory, train_teacher
 from recbole_hetcomp.training import train_model
 
 STUDENT = "HetCompStudent"
@@ -58,6 +58,7 @@ def run_hetcomp(model=None, dataset=None, config_file_list=None, config_dict=Non
         the pipeline's are in ``packages``), or None.
     """
     config = Config(model, dataset, config_file_list, config_dict, cmd_args)
+    check_log_directory(config)  # RecBole's logger would fail there with a traceback
     _init_logging(config)
     logger = getLogger()
     logger.info(config)
@@ -73,8 +74,11 @@ def run_hetcomp(model=None, dataset=None, config_file_list=None, config_dict=Non
 
         report = run_pipeline(config, split, logger)
         return dict(report, test_result=report["rows"][-1]["test_result"])
+    fresh = None  # a trajectory just recorded, stored after the package
     if config["record_trajectory"]:
-        trajectory = teacher_trajectory(config, split, logger)
+        trajectory = load_teacher(config, split, logger)
+        if trajectory is None:
+            trajectory = fresh = train_teacher(config, split, logger)
         result = {k: trajectory.manifest[k] for k in (
             "test_result", "best_valid_result", "best_epoch", "train_seconds", "record_seconds",
             "n_params", "inference_ms_per_1000_users", "snapshot_epochs")}
@@ -95,6 +99,11 @@ def run_hetcomp(model=None, dataset=None, config_file_list=None, config_dict=Non
     elif config["export_model"]:
         logger.info(f"{config['model']} was taken from the trajectory store, which keeps no "
                     "weights: no model package (set a new trajectory_dir to retrain it)")
+    if fresh is not None:
+        # Stored only once the package is written: a package write that fails (disk full)
+        # then leaves no stored trajectory, so the same command retrains and writes both,
+        # instead of reusing a trajectory that keeps no weights and never packaging the model.
+        store_trajectory(config, split, fresh, logger)
     return result
 
 

@@ -222,6 +222,111 @@ def test_subprocess_bad_value_has_no_traceback(tiny):
     assert proc.stderr.strip().splitlines()[-1].startswith("error: kc_period must be")
 
 
+# --- 10: unwritable output folders are found before training; a late failure loses nothing
+@pytest.fixture
+def read_only(monkeypatch):
+    """``read_only(folder)``: files cannot be made under ``folder`` (EROFS), as on a read-only
+    mount. Root ignores chmod, so the tests (run as root in CI) make it so this way."""
+    import errno
+    import tempfile
+
+    folders = []
+    real = {name: getattr(tempfile, name) for name in ("mkstemp", "mkdtemp")}
+
+    def guarded(name):
+        def make(*args, dir=None, **kwargs):
+            if dir is not None and any(os.path.abspath(dir).startswith(f) for f in folders):
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), dir)
+            return real[name](*args, dir=dir, **kwargs)
+        return make
+
+    for name in real:
+        monkeypatch.setattr(tempfile, name, guarded(name))
+    return lambda folder: folders.append(os.path.abspath(str(folder)))
+
+
+@pytest.mark.parametrize("model", ["BPR", "HetCompStudent"])
+@pytest.mark.parametrize("key", ["checkpoint_dir", "trajectory_dir"])
+def test_10_unwritable_dirs_are_refused_before_training(tiny, tmp_path, capsys, no_training,
+                                                        read_only, model, key):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    read_only(ro)
+    argv = [f"--model={model}", "--dataset=tiny", *common(tiny), "--teachers=[BPR]"]
+    refused(capsys, argv + [f"--{key}={ro}"], key, str(ro), "cannot be written",
+            "Read-only file system", f"set --{key} to a directory you can write")
+    refused(capsys, argv + [f"--{key}={ro / 'new' / 'sub'}"], key, "Read-only file system")
+    assert os.listdir(ro) == []  # the probe leaves nothing behind
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    refused(capsys, argv + [f"--{key}={a_file / 'sub'}"], key, f"{a_file} is a file")
+
+
+def test_10_teachers_own_trajectory_dir_and_the_log_folder(tiny, tmp_path, capsys,
+                                                           no_training, read_only):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    read_only(ro)
+    argv = ["--model=HetCompStudent", "--dataset=tiny", *common(tiny), "--teachers=[BPR]"]
+    refused(capsys, argv + [f"--teacher_config={{'BPR': {{'trajectory_dir': '{ro}'}}}}"],
+            "teacher BPR: trajectory_dir", "teacher_config")
+    os.chdir(ro)  # RecBole's logger writes ./log/<model>/ here
+    refused(capsys, argv, "log folder", str(ro / "log" / "HetCompStudent"))
+
+
+def test_10_without_recording_the_trajectory_dir_is_not_written(tiny, tmp_path, capsys,
+                                                                read_only, monkeypatch):
+    monkeypatch.setattr(quick_start, "export_model", lambda *a, **k: "package")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    read_only(ro)
+    argv = ["--model=BPR", "--dataset=tiny", *common(tiny), f"--trajectory_dir={ro}",
+            "--record_trajectory=False"]
+    assert main(merged(argv)) == 0, capsys.readouterr().err
+
+
+def test_10_a_late_write_failure_is_one_line_and_loses_nothing(tiny, capsys, monkeypatch):
+    import errno
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "saved/BPR-tiny-x")
+
+    real_export = quick_start.export_model
+    monkeypatch.setattr(quick_start, "export_model", disk_full)
+    argv = merged(["--model=BPR", "--dataset=tiny", *common(tiny)])
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: No space left on device: saved/BPR")
+    assert "run the same command again" in err[0]
+    # The trajectory is stored only after the package: the rerun trains again and packages
+    # the model, instead of reusing a store that keeps no weights.
+    assert not os.path.exists(tiny[1]["trajectory_dir"]) or not any(
+        "manifest.json" in files for _, _, files in os.walk(tiny[1]["trajectory_dir"]))
+    monkeypatch.setattr(quick_start, "export_model", real_export)
+    result = quick_start.run_hetcomp(cmd_args=argv)
+    assert result["package"] and os.path.isdir(result["package"])
+    assert result["trajectory"] is not None
+
+
+def test_10_a_run_state_that_cannot_be_written_does_not_stop_the_run(tiny, monkeypatch,
+                                                                      caplog):
+    import errno
+
+    from recbole_hetcomp.run_state import SeedStore
+
+    def disk_full(self, outcome):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "saved/run-state/x.json")
+
+    monkeypatch.setattr(SeedStore, "save", disk_full)
+    argv = merged(["--model=HetCompStudent", "--dataset=tiny", *common(tiny),
+                   "--teachers=[BPR]", "--hetcomp_k=8", "--rank_top=[8,4]",
+                   "--discrepancy_n=8", "--baseline=~", "--state=WARNING"])
+    with caplog.at_level(logging.WARNING):
+        result = quick_start.run_hetcomp(cmd_args=argv)
+    assert os.path.isfile(result["json"])
+    assert "could not be kept in the run state (No space left on device" in caplog.text
+
+
 # --- 6-8: stores: nothing lost, nothing stale ---------------------------------------------
 def teacher_store(tiny):
     """Record BPR on tiny as a teacher of a one-teacher pipeline would; returns its path."""
