@@ -5,7 +5,8 @@ inside RecBole ends in a traceback. So ``check_run`` reads the whole configurati
 each teacher's and the baseline's) before the split is built, and ``check_split`` what needs the
 catalogue's size, before the first teacher trains. Each problem is one ``HetCompError`` line that
 names the key, the value and the fix. Misspelt keys are warned about, not refused: RecBole reads
-keys this plugin cannot list (a model's own keys), so an unknown key may still be meant.
+keys this plugin cannot list (a model's own keys), so an unknown key may still be meant; only a
+key misspelt from one that decides what runs (``DECISIVE_KEYS``) is refused.
 """
 
 import difflib
@@ -265,9 +266,25 @@ def unknown_keys(config, keys=None):
     return out
 
 
-def warn_unknown_keys(config, logger, keys=None, where=""):
+#: Keys that decide what runs, on which data and how often: a misspelt one is ignored and a
+#: different run starts (``--modle=BPR`` would train the default 12-minute pipeline), so an
+#: unknown key whose closest known name is one of these is refused, not warned about.
+DECISIVE_KEYS = ("model", "dataset", "config_files", "data_path", "teachers", "seeds")
+
+
+def check_unknown_keys(config, logger, keys=None, where=""):
+    """Refuse a misspelt decisive key (``DECISIVE_KEYS``, and RecBole's ``config_file``, which
+    nothing reads); warn about other unknown keys with the closest known name."""
+    given = config.external_config_dict if keys is None else keys
+    if "config_file" in given:
+        raise HetCompError(f"{where}config_file is not read by RecBole or recbole-hetcomp: "
+                           "pass --config_files=\"a.yaml b.yaml\"")
     for key, close in unknown_keys(config, keys):
         hint = f"did you mean '{close}'?" if close else "check its spelling"
+        if close in DECISIVE_KEYS:
+            raise HetCompError(f"{where}'{key}' is no key of RecBole or recbole-hetcomp: {hint} "
+                               f"Misspelt, it would be ignored and a run without it started: "
+                               f"fix the spelling")
         logger.warning(f"{where}'{key}' is no key of RecBole, recbole-hetcomp or "
                        f"{config['model']}: no model reads it ({hint})")
 
@@ -278,7 +295,7 @@ def check_run(config, logger):
     baseline's) before anything is loaded or trained. Returns the teachers' Configs."""
     check_dataset_name(config["dataset"])
     check_output_dirs(config)
-    warn_unknown_keys(config, logger)  # first: a misspelt key may explain the error below
+    check_unknown_keys(config, logger)  # first: a misspelt key may explain the error below
     check_numbers(config)
     if config["model"] != STUDENT:
         return {}
@@ -307,7 +324,7 @@ def check_run(config, logger):
             check_writable_directory_key(tconfig, "trajectory_dir", where)
         own = {**(config["teacher_config"].get("default") or {}),
                **(config["teacher_config"].get(name) or {})}
-        warn_unknown_keys(tconfig, logger, own, where=f"teacher_config {name}: ")
+        check_unknown_keys(tconfig, logger, own, where=f"teacher_config {name}: ")
         tconfigs[name] = tconfig
     shapes = {n: (c["trajectory_snapshots"], c["trajectory_topk"]) for n, c in tconfigs.items()}
     if len(set(shapes.values())) > 1:

@@ -16,6 +16,7 @@ import recbole_hetcomp.quick_start as quick_start
 import recbole_hetcomp.teachers as teachers
 from recbole_hetcomp.atomic import file_sha256
 from recbole_hetcomp.cli import main
+from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.report import summary
 from recbole_hetcomp.trajectory import Trajectory, TrajectoryStore
 
@@ -200,18 +201,44 @@ def test_5_malformed_inter_file(tiny, tmp_path, capsys, no_training, content, te
 
 
 def test_5_misspelt_key_is_warned_with_the_closest_name(tiny, caplog, monkeypatch):
-    from recbole_hetcomp.checks import warn_unknown_keys
+    from recbole_hetcomp.checks import check_unknown_keys
     from recbole_hetcomp.config import Config
 
     _, base = tiny
     config = Config("HetCompStudent", "tiny", config_dict={**base, "learnin_rate": 0.1,
                                                              "zzqqxx": 1})
     with caplog.at_level(logging.WARNING):
-        warn_unknown_keys(config, logging.getLogger("t"))
+        check_unknown_keys(config, logging.getLogger("t"))
     text = caplog.text
     assert "'learnin_rate'" in text and "did you mean 'learning_rate'" in text
     assert "'zzqqxx'" in text and "check its spelling" in text
     assert "'embedding_size'" not in text and "'data_path'" not in text  # known keys are quiet
+
+
+@pytest.mark.parametrize("typo, meant", [
+    ("--modle=BPR", "model"), ("--datset=tiny", "dataset"),
+    ("--configfiles=x.yaml", "config_files"), ("--data_pth=elsewhere", "data_path"),
+    ("--teacher=[BPR]", "teachers"), ("--seds=[1,2]", "seeds")])
+def test_5_a_misspelt_key_that_decides_what_runs_is_refused(tiny, capsys, no_training,
+                                                            typo, meant):
+    # Ignored, each would start another run than the one meant (--modle=BPR: the default
+    # pipeline), so a warning scrolling past is not enough.
+    refused(capsys, ["--dataset=tiny", *common(tiny), typo], f"'{typo[2:].split('=')[0]}'",
+            f"did you mean '{meant}'?", "fix the spelling")
+
+
+def test_5_config_file_is_refused_not_ignored(tiny, no_training):
+    # RecBole lists config_file among its keys but never reads it (argparse already takes
+    # --config_file on the command line for --config_files; a config dict or file does not).
+    with pytest.raises(HetCompError, match="config_file is not read.*--config_files"):
+        quick_start.run_hetcomp("BPR", "tiny", config_dict={"config_file": "x.yaml"},
+                                cmd_args=merged(["--dataset=tiny", *common(tiny)]))
+
+
+def test_5_misspelt_teacher_config_key_that_decides_what_runs(tiny, capsys, no_training):
+    refused(capsys, ["--dataset=tiny", *common(tiny),
+                     "--teacher_config={'default': {'epochs': 1}, 'BPR': {'datset': 'x'}}"],
+            "teacher_config BPR: 'datset'", "did you mean 'dataset'?")
 
 
 def test_subprocess_bad_value_has_no_traceback(tiny):
