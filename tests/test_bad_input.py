@@ -190,6 +190,9 @@ def test_5_config_files(tiny, tmp_path, capsys, no_training):
     ("user_id\titem_id\n1\t2\n", ["malformed header", "user_id:token"]),
     ("user_id:token\tproduct:token\n1\t2\n", ["no item_id field"]),
     ("user_id:token\titem_id:token\n", ["header but no interactions"]),
+    # RecBole would read the mark into the first field's name and fail on a KeyError
+    ("\ufeffuser_id:token\titem_id:token\n1\t2\n",
+     ["byte-order mark", "without BOM", "--encoding=utf-8-sig"]),
 ])
 def test_5_malformed_inter_file(tiny, tmp_path, capsys, no_training, content, texts):
     os.makedirs(tmp_path / "bad" / "shop")
@@ -198,6 +201,18 @@ def test_5_malformed_inter_file(tiny, tmp_path, capsys, no_training, content, te
     argv = ["--model=HetCompStudent", "--dataset=shop", *common(tiny),
             f"--data_path={tmp_path / 'bad'}"]
     refused(capsys, argv, str(inter), *texts)
+
+
+def test_5_utf8_sig_encoding_reads_a_file_with_a_byte_order_mark(tmp_path):
+    from recbole_hetcomp.data.availability import check_inter_header
+
+    inter = tmp_path / "shop.inter"
+    inter.write_text("\ufeffuser_id:token\titem_id:token\n1\t2\n", encoding="utf-8")
+    config = {"field_separator": "\t", "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id",
+              "encoding": "utf-8-sig"}
+    check_inter_header(str(inter), config)  # the fix the refusal names is accepted
+    with pytest.raises(HetCompError, match="byte-order mark"):
+        check_inter_header(str(inter), dict(config, encoding="utf-8"))
 
 
 def test_5_misspelt_key_is_warned_with_the_closest_name(tiny, caplog, monkeypatch):

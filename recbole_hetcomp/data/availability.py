@@ -97,10 +97,15 @@ def check_inter_header(path, config):
     if not head.strip():
         raise HetCompError(f"{path} is empty: it needs {expected}, then one interaction per line")
     try:
-        header = lines[0].decode(config["encoding"] or "utf-8").lstrip("\ufeff")
+        header = lines[0].decode(config["encoding"] or "utf-8")
     except (UnicodeDecodeError, LookupError):
         raise HetCompError(f"{path} is not {config['encoding'] or 'utf-8'} text: save it as "
                            "UTF-8 (or set --encoding)") from None
+    if header.startswith("\ufeff"):
+        # RecBole's pandas reader would keep the mark in the first field's name
+        # ('\ufeffuser_id') and fail on a KeyError; the utf-8-sig codec drops it.
+        raise HetCompError(f"{path} starts with a byte-order mark (UTF-8 with BOM): save it "
+                           "as UTF-8 without BOM, or pass --encoding=utf-8-sig")
     fields = [f.strip() for f in header.split(sep)]
     bad = [f for f in fields if f.partition(":")[2] not in ATOMIC_TYPES]
     names = [f.partition(":")[0] for f in fields]
