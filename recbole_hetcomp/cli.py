@@ -5,6 +5,17 @@ import logging
 import sys
 
 
+class UsageError(Exception):
+    """A command line argparse cannot read: printed as one ``error:`` line, exit status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse without its usage block: a mistake is one line, like every other error here."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see --help)")
+
+
 def parse(argv):
     parser = argparse.ArgumentParser(
         prog="run_hetcomp.py",

@@ -10,11 +10,13 @@ seed trained twice must have given the same numbers twice.
     python -m recbole_hetcomp.merge_reports --output results/citeulike a.report.json b.report.json
 """
 
-import argparse
 import json
+import os
 import sys
 
-from recbole_hetcomp.errors import HetCompError
+from recbole_hetcomp.checks import writable_dir_problem
+from recbole_hetcomp.cli import OneLineParser, UsageError
+from recbole_hetcomp.errors import HetCompError, os_error_text
 from recbole_hetcomp.report import report_columns, seeded_row, summary, write_files
 
 #: Row kinds trained once per seed (merged by row name); the others must agree across reports.
@@ -114,14 +116,33 @@ def write_merged(merged, stem):
     return write_files(merged, stem, note=" (merged from separate runs)")[1]
 
 
+def check_output_stem(stem):
+    """``--output`` names a file stem in a folder that can be written, not a folder: a folder
+    would get hidden ``.report.md``, ``.report.json`` and ``.png`` files."""
+    if not stem:
+        raise HetCompError("--output is empty: give a file stem such as merged (writes "
+                           "merged.report.md, .report.json and .png)")
+    example = os.path.join(stem.rstrip("/" + os.sep) or ".", "merged")
+    if (stem.endswith(("/", os.sep)) or os.path.isdir(stem)
+            or os.path.basename(stem) in (".", "..")):
+        raise HetCompError(f"--output '{stem}' is a folder: give a file stem such as "
+                           f"{example} (writes <stem>.report.md, .report.json and .png)")
+    problem = writable_dir_problem(os.path.dirname(os.path.abspath(stem)))
+    if problem:
+        raise HetCompError(f"cannot write --output '{stem}' ({problem}): choose a folder you "
+                           "can write to")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m recbole_hetcomp.merge_reports",
-                                     description=__doc__.split("\n\n")[0])
+    """Entry point; returns the exit status (0 ok, 2 bad input, 1 a write that failed)."""
+    parser = OneLineParser(prog="python -m recbole_hetcomp.merge_reports",
+                           description=__doc__.split("\n\n")[0])
     parser.add_argument("reports", nargs="+", help=".report.json files of the runs")
     parser.add_argument("--output", required=True,
                         help="output stem: writes <stem>.report.md, .report.json and .png")
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
+        check_output_stem(args.output)
         reports = []
         for path in args.reports:
             try:
@@ -134,10 +155,15 @@ def main(argv=None):
         except (KeyError, TypeError, AttributeError) as exc:
             raise HetCompError(f"not a recbole-hetcomp report (missing {exc}): pass the "
                                ".report.json files that runs write next to their logs") from None
-        print(write_merged(merged, args.output))
-    except HetCompError as exc:
+    except (UsageError, HetCompError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        markdown = write_merged(merged, args.output)
+    except OSError as exc:  # the folder was probed: the disk filled up, or it changed since
+        print(f"error: cannot write the merged report: {os_error_text(exc)}", file=sys.stderr)
+        return 1
+    print(markdown)
     return 0
 
 

@@ -1,10 +1,14 @@
 """Merging per-seed reports: means and stds against a hand computation, refusals, the command."""
 
+import errno
 import json
+import os
+import tempfile
 
 import numpy as np
 import pytest
 
+import recbole_hetcomp.merge_reports as merge_module
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.merge_reports import main, merge_reports
 
@@ -123,3 +127,65 @@ def test_a_row_no_run_timed_has_no_inference_time(tmp_path):
     line = next(l for l in text.splitlines() if l.startswith("| RRD (same ensemble)"))
     assert "nan" not in line and "| - |" in line
     json.loads((tmp_path / "m.report.json").read_text(), parse_constant=pytest.fail)
+
+
+def one_line(capsys, argv, code, *texts):
+    assert main(argv) == code
+    out = capsys.readouterr()
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.err
+    assert "Traceback" not in out.err and "usage:" not in out.err and out.out == ""
+    for text in texts:
+        assert text in lines[0], lines[0]
+
+
+@pytest.fixture
+def a_report(tmp_path):
+    path = tmp_path / "r1.report.json"
+    path.write_text(json.dumps(fake_report(1, 0.3, 0.1)))
+    return str(path)
+
+
+def test_usage_mistakes_are_one_line(capsys, a_report):
+    one_line(capsys, [], 2, "required: reports, --output", "--help")
+    one_line(capsys, [a_report], 2, "required: --output")
+    one_line(capsys, [a_report, "--output"], 2, "--output", "expected one argument")
+
+
+def test_a_folder_is_no_output_stem(tmp_path, capsys, a_report):
+    folder = tmp_path / "merged"
+    folder.mkdir()
+    for output in (str(folder) + "/", str(folder)):
+        one_line(capsys, [a_report, "--output", output], 2, "is a folder",
+                 os.path.join(str(folder), "merged"))
+    assert os.listdir(folder) == []  # no hidden .report.md / .report.json / .png
+
+
+def test_an_unwritable_output_is_refused_before_anything_is_written(tmp_path, capsys,
+                                                                    a_report, monkeypatch):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    one_line(capsys, [a_report, "--output", str(a_file / "merged")], 2,
+             f"{a_file} is a file")
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):  # a read-only mount (root ignores chmod)
+        if dir is not None and os.path.abspath(dir).startswith(str(read_only)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), dir)
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    one_line(capsys, [a_report, "--output", str(read_only / "merged")], 2,
+             "Read-only file system", "choose a folder you can write to")
+    assert a_file.read_text() == "x" and os.listdir(read_only) == []
+
+
+def test_a_write_that_fails_late_is_one_line(tmp_path, capsys, a_report, monkeypatch):
+    def disk_full(report, stem, note=""):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), stem + ".png")
+
+    monkeypatch.setattr(merge_module, "write_files", disk_full)
+    one_line(capsys, [a_report, "--output", str(tmp_path / "m")], 1,
+             "cannot write the merged report: No space left on device", "m.png")
