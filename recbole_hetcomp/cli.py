@@ -17,7 +17,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="run_hetcomp.py",
         description="Train a recommender or distil a heterogeneous ensemble (HetComp) with "
                     "RecBole. Any other --key=value overrides a RecBole/recbole-hetcomp "
@@ -30,6 +30,9 @@ def parse(argv):
                         help="dataset name (default: %(default)s, bundled with RecBole)")
     parser.add_argument("--config_files", type=str, default=None,
                         help="space-separated config files")
+    for arg in argv:
+        if arg.startswith("--="):  # argparse: "ambiguous option: --=3 could match --help, ..."
+            raise UsageError(f"unrecognised argument '{arg}': use --key=value")
     args, rest = parser.parse_known_args(argv)
     files = args.config_files.strip().split(" ") if args.config_files else None
     return args, files, rest
@@ -39,9 +42,14 @@ def main(argv=None):
     """Entry point; returns the exit status (0 ok, 2 bad input, 1 a write that failed late
     (disk full), 130 interrupted)."""
     from recbole_hetcomp.errors import HetCompError, os_error_text
+
+    try:
+        args, files, rest = parse(sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     from recbole_hetcomp.quick_start import run_hetcomp
 
-    args, files, rest = parse(sys.argv[1:] if argv is None else argv)
     try:
         run_hetcomp(args.model, args.dataset, files, cmd_args=rest)
     except HetCompError as exc:

@@ -178,7 +178,7 @@ class Config(RecBoleConfig):
     def _load_cmd_line(self):
         cmd = {}
         for arg in self._cmd_args:
-            if not arg.startswith("--") or "=" not in arg:
+            if not arg.startswith("--") or "=" not in arg or arg.startswith("--="):
                 raise HetCompError(f"unrecognised argument '{arg}': use --key=value")
             key, value = arg[2:].split("=", 1)
             if key in cmd and cmd[key] != value:

@@ -61,9 +61,11 @@ def run_hetcomp(model=None, dataset=None, config_file_list=None, config_dict=Non
     check_log_directory(config)  # RecBole's logger would fail there with a traceback
     _init_logging(config)
     logger = getLogger()
-    logger.info(config)
     tconfigs = check_run(config, logger)  # every mistake the config shows, before any work
     check_export_settings(config)
+    # After the checks: a refused run's one error line is not buried under RecBole's
+    # 120-line settings printout (its warnings, e.g. a misspelt key, still show).
+    logger.info(config)
     threads = set_torch_threads(config["torch_threads"])
     logger.info(f"torch threads: {threads} (torch_threads: {config['torch_threads']}); "
                 f"device: {describe(config['device'])}")

@@ -79,3 +79,27 @@ def test_corrupt_store_with_raise_is_one_clear_error(tiny, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "corrupt manifest" in err[0]
     assert os.path.exists(manifest)  # nothing lost: the corrupt store is left for inspection
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["--model"], "argument --model/-m: expected one argument (see --help)"),
+    (["--dataset=ml-100k", "-m"], "argument --model/-m: expected one argument"),
+    (["--=3"], "unrecognised argument '--=3': use --key=value"),
+])
+def test_command_line_mistakes_are_one_line(capsys, argv, text):
+    assert main(argv) == 2  # argparse would print its usage block and exit
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {text}"), lines
+
+
+def test_a_refused_configuration_prints_only_its_error(tiny):
+    # RecBole's settings printout (some 120 lines) comes after the checks, so a refused run
+    # shows its error alone, at the default log level.
+    data_path, base = tiny
+    code, err = run_cli(["--model=BPR", "--dataset=tiny", f"--data_path={data_path}",
+                         f"--trajectory_dir={base['trajectory_dir']}", "--epochs=0"],
+                        os.getcwd())
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "error: epochs must be a positive integer, got 0: set --epochs=<value>"], err
+

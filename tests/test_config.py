@@ -36,6 +36,7 @@ def test_plugin_first_then_recbole(tiny):
     ({"cmd_args": ["--learning_rate=abc"]}, "malformed value for 'learning_rate'"),
     ({"cmd_args": ["--epochs=1.5"]}, "malformed value for 'epochs'"),
     ({"cmd_args": ["epochs"]}, "unrecognised argument"),
+    ({"cmd_args": ["--=3"]}, "unrecognised argument '--=3'"),  # no key: not a key ''
     ({"config_file_list": ["missing.yaml"]}, "does not exist"),
 ])
 def test_bad_input_is_one_clear_error(tiny, kwargs, message):
