@@ -29,12 +29,12 @@ def parse(argv):
     parser.add_argument("--dataset", "-d", default="ml-100k",
                         help="dataset name (default: %(default)s, bundled with RecBole)")
     parser.add_argument("--config_files", type=str, default=None,
-                        help="space-separated config files")
+                        help="config files, separated by spaces")
     for arg in argv:
         if arg.startswith("--="):  # argparse: "ambiguous option: --=3 could match --help, ..."
             raise UsageError(f"unrecognised argument '{arg}': use --key=value")
     args, rest = parser.parse_known_args(argv)
-    files = args.config_files.strip().split(" ") if args.config_files else None
+    files = args.config_files.split() if args.config_files else None
     return args, files, rest
 
 

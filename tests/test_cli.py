@@ -103,3 +103,16 @@ def test_a_refused_configuration_prints_only_its_error(tiny):
     assert err.strip().splitlines() == [
         "error: epochs must be a positive integer, got 0: set --epochs=<value>"], err
 
+
+def test_config_files_are_split_on_any_whitespace(tiny, tmp_path, capsys):
+    from recbole_hetcomp.cli import parse
+
+    assert parse(["--config_files= a.yaml  b.yaml\tc.yaml "])[1] == ["a.yaml", "b.yaml",
+                                                                      "c.yaml"]
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("embedding_size: 8\n")
+    second.write_text("epochs: 0\n")  # refused: shows that the second file was read
+    data_path, base = tiny
+    assert main(["--model=BPR", "--dataset=tiny", f"--data_path={data_path}", "--state=ERROR",
+                 f"--config_files={first}  {second}"]) == 2
+    assert "epochs must be a positive integer" in capsys.readouterr().err
