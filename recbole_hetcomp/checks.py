@@ -343,7 +343,10 @@ def check_run(config, logger):
 def check_split(config, split, tconfigs):
     """What needs the catalogue: list lengths against the number of items."""
     n_items = split.n_items - 1  # RecBole's id 0 is padding
-    for name, tconfig in tconfigs.items() or [(config["model"], config)]:
+    # A single model records top-M lists only with record_trajectory (teachers always do).
+    recorded = tconfigs.items() or ([(config["model"], config)] if config["record_trajectory"]
+                                    else [])
+    for name, tconfig in recorded:
         m = tconfig["trajectory_topk"]
         if m is not None and m > n_items:
             raise HetCompError(f"trajectory_topk={m} is larger than the catalogue ({n_items} "

@@ -160,6 +160,22 @@ def test_4_5_single_model_mistakes(tiny, capsys, no_training):
     refused(capsys, argv + ["--trajectory_topk=500"], "trajectory_topk=500", "catalogue")
 
 
+def test_4_without_recording_trajectory_topk_is_not_held_against_the_catalogue(
+        tiny, capsys, monkeypatch):
+    class Trained(Exception):
+        pass
+
+    def reached(config, *args, **kwargs):
+        raise Trained
+
+    monkeypatch.setattr(quick_start, "train_model", reached)
+    argv = ["--model=BPR", "--dataset=tiny", *common(tiny), "--trajectory_topk=500",
+            "--record_trajectory=False"]
+    with pytest.raises(Trained):  # past every check: nothing is recorded, so no top-500 lists
+        main(merged(argv))
+    assert capsys.readouterr().err == ""
+
+
 def test_4_paths_that_cannot_be_directories(tiny, tmp_path, capsys, no_training):
     argv = ["--model=HetCompStudent", "--dataset=tiny", *common(tiny)]
     a_file = tmp_path / "a-file"
