@@ -78,15 +78,45 @@ def test_min_user_items_filters_in_the_converter(tmp_path):
 def test_tolerates_crlf_tabs_and_trailing_blank_lines():
     users, dropped = parse_users_dat("2 7 8\r\n1\t9\r\n0\n\n  \n")
     assert users == [[7, 8], [9], []] and dropped == 0
+    assert parse_users_dat("2 7 8\r\r\n1 9\n")[0] == [[7, 8], [9]]  # a stray trailing \r
 
 
-def test_overwrites_an_existing_inter_file(tmp_path):
+def test_reads_a_byte_order_mark_and_old_mac_line_endings(tmp_path):
+    expected = _inter_text(SYNTHETIC_ROWS)
+    for name, data in (("bom.dat", b"\xef\xbb\xbf" + SYNTHETIC.encode()),
+                       ("mac.dat", SYNTHETIC.replace("\n", "\r").encode() + b"\r"),
+                       ("both.dat", b"\xef\xbb\xbf" + SYNTHETIC.replace("\n", "\r").encode())):
+        (tmp_path / name).write_bytes(data)
+        summary = convert_citeulike(tmp_path / name, tmp_path / name.split(".")[0])
+        assert open(summary.path).read() == expected, name
+
+
+def test_mixed_line_endings_name_the_line_instead_of_merging_users():
+    # '\r' inside a '\n' file: str.split() would read users 1 and 2 as one line
+    with pytest.raises(ConversionError, match=r"line 2 \(user 1\) holds a carriage return "
+                                              r"\(\\r\).*mixes"):
+        parse_users_dat("1 3\n1 4\r1 5\n")
+
+
+def test_overwrites_an_existing_inter_file(tmp_path, capsys):
     out = tmp_path / "citeulike" / "citeulike.inter"
     out.parent.mkdir()
     out.write_text("stale")
-    convert_citeulike(_write(tmp_path, "1 3\n"), tmp_path)
+    assert convert_citeulike(_write(tmp_path, "1 3\n"), tmp_path).replaced
     assert out.read_text() == _inter_text([(0, 3)])
     assert _files_under(tmp_path / "citeulike") == ["citeulike.inter"]
+    # the CLI replaces too (a rerun is expected), but says so
+    assert main(["--input", str(tmp_path / "users.dat"), "--output-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().err == f"note: replaced the existing {out}\n"
+
+
+def test_a_folder_at_the_target_path_is_named(tmp_path):
+    target = tmp_path / "citeulike" / "citeulike.inter"
+    target.mkdir(parents=True)
+    with pytest.raises(ConversionError) as info:
+        convert_citeulike(_write(tmp_path, "1 3\n"), tmp_path)
+    assert str(info.value).startswith(f"cannot write {target}: it is a directory")
+    assert _files_under(tmp_path / "citeulike") == []  # no temporary file left either
 
 
 def test_duplicates_are_an_error_unless_dropped(tmp_path):

@@ -18,11 +18,14 @@ with ``recbole.data.create_dataset``; RecBole prints 5,220 users and 25,182 item
 include the padding id 0). ``--min-user-items 5`` applies the same filter in the converter instead,
 for tools that read the ``.inter`` file without RecBole; the numbers are the same either way.
 
-Validation is strict; every problem raises :class:`ConversionError` with a one-line message that
-names the line:
+Line endings may be ``\n``, ``\r\n`` or old Mac OS ``\r`` (a file with no ``\n`` at all), and a
+leading UTF-8 byte-order mark is dropped. Validation is strict; every problem raises
+:class:`ConversionError` with a one-line message that names the line:
 
 * empty input (no non-blank line), a blank line before the last non-blank one (it would shift
   every later user id);
+* a ``\r`` inside a line of a file that also has ``\n`` line endings (mixed endings; ``str.split``
+  would read it as a space and merge two users' lines);
 * a token that is not a non-negative decimal integer;
 * a count that differs from the number of items listed on its line;
 * the same item twice on one line. This is an error by default (the published file has none, so a
@@ -33,6 +36,7 @@ names the line:
 The whole input is parsed and validated before anything is written, and the ``.inter`` file is
 written to a temporary file in the target folder and then renamed over the target
 (``os.replace``), so an error never leaves a missing, partial or half-written ``.inter`` behind.
+An existing ``.inter`` file is replaced (a rerun is expected), and the CLI says so on stderr.
 
 CLI::
 
@@ -84,6 +88,7 @@ class ConversionSummary:
     input_interactions: int  # (user, item) pairs read, before any filtering
     dropped_users: int  # users with at least one item removed by min_user_items
     dropped_duplicates: int  # repeated items removed (only with drop_duplicates=True)
+    replaced: bool = False  # an existing .inter file was replaced
 
     def __str__(self):
         text = (
@@ -124,6 +129,11 @@ def parse_users_dat(text, source="users.dat", drop_duplicates=False):
     Returns ``(users, dropped_duplicates)`` where ``users[k]`` is the list of item ids of user
     ``k`` (line ``k + 1`` of the file), in file order. Raises :class:`ConversionError`.
     """
+    if text.startswith("\ufeff"):  # a byte-order mark some editors write: not part of the count
+        text = text[1:]
+    text = text.replace("\r\n", "\n")
+    if "\r" in text and "\n" not in text:  # old Mac OS line endings: one user per '\r' line
+        text = text.replace("\r", "\n")
     lines = text.split("\n")
     while lines and not lines[-1].strip():  # a final newline or trailing blank lines
         lines.pop()
@@ -134,6 +144,12 @@ def parse_users_dat(text, source="users.dat", drop_duplicates=False):
     dropped = 0
     for k, line in enumerate(lines):
         where = f"{source} line {k + 1} (user {k})"
+        if "\r" in line.rstrip("\r\t "):
+            # str.split() takes a '\r' for a space: two users' lines would silently merge
+            raise ConversionError(
+                f"{where} holds a carriage return (\\r) inside the line: the file mixes "
+                "'\\r' and '\\n' line endings; convert it to '\\n' line endings"
+            )
         tokens = line.split()
         if not tokens:
             raise ConversionError(
@@ -229,10 +245,17 @@ def convert_citeulike(
     path = os.path.join(folder, f"{name}.inter")
     try:
         os.makedirs(folder, exist_ok=True)
-        write_text_atomically(path, "\n".join(rows) + "\n")
     except OSError as e:
-        target = e.filename or path
-        raise ConversionError(f"cannot write {target}: {e.strerror or e}") from None
+        where = f" ({e.filename})" if e.filename else ""
+        raise ConversionError(f"cannot write {path}: {e.strerror or e}{where}") from None
+    if os.path.isdir(path):
+        raise ConversionError(f"cannot write {path}: it is a directory; remove it or choose "
+                              "another --name or --output-dir")
+    replaced = os.path.lexists(path)
+    try:
+        write_text_atomically(path, "\n".join(rows) + "\n")
+    except OSError as e:  # named by the target, never by the temporary file beside it
+        raise ConversionError(f"cannot write {path}: {e.strerror or e}") from None
 
     return ConversionSummary(
         path=path,
@@ -243,6 +266,7 @@ def convert_citeulike(
         input_interactions=input_interactions,
         dropped_users=dropped_users,
         dropped_duplicates=dropped_duplicates,
+        replaced=replaced,
     )
 
 
@@ -301,6 +325,8 @@ def main(argv=None):
     except (_UsageError, ConversionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if summary.replaced:  # expected on a rerun, but never silent
+        print(f"note: replaced the existing {summary.path}", file=sys.stderr)
     if summary.dropped_duplicates:
         print(
             f"warning: dropped {summary.dropped_duplicates} duplicate items", file=sys.stderr
