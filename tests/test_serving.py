@@ -3,6 +3,7 @@
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -19,7 +20,7 @@ from conftest import write_tiny_dataset
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.quick_start import run_hetcomp
 from recbole_hetcomp.serving import PackageError, Recommender, load_data_and_model
-from recbole_hetcomp.serving.cli import recommend_main
+from recbole_hetcomp.serving.cli import recommend_main, serve_main
 from recbole_hetcomp.serving.http import serve_in_thread
 from recbole_hetcomp.atomic import file_sha256
 from recbole_hetcomp.serving.package import MANIFEST, read_weights
@@ -274,6 +275,73 @@ def test_corrupt_truncated_tampered_and_foreign_packages_are_refused(run, tmp_pa
     assert "no users given" in _cli_error(capsys, student_path(run))
 
 
+def _rewrite(path, name, change):
+    """Change the JSON file ``name`` of a package with ``change`` and, unless it is the manifest,
+    record its new size and sha256 in the manifest (so only the change itself is refused)."""
+    file = os.path.join(path, name)
+    value = json.load(open(file))
+    change(value)
+    json.dump(value, open(file, "w"))
+    if name != MANIFEST:
+        _rewrite(path, MANIFEST, lambda m: m["files"].update(
+            {name: {"bytes": os.path.getsize(file), "sha256": file_sha256(file)}}))
+
+
+def test_every_file_a_loader_reads_is_covered_by_the_manifest(run, tmp_path, capsys):
+    path = _copy(run, tmp_path)
+    _rewrite(path, MANIFEST, lambda m: m["files"].pop("user_factors.npy"))
+    factors = os.path.join(path, "user_factors.npy")
+    np.save(factors, np.ones_like(np.load(factors)))  # replaced, and no hash to catch it
+    err = _cli_error(capsys, path, "--user", "u1")
+    assert "the manifest has no sha256 for user_factors.npy" in err
+    with pytest.raises(PackageError, match="no sha256 for user_factors.npy"):
+        Recommender.load(path)
+    for name in ("BPR", "student"):  # load_data_and_model reads weights.pt
+        path = str(tmp_path / name)
+        import shutil
+
+        shutil.copytree(run["report"]["packages"][name], path)
+        _rewrite(path, MANIFEST, lambda m: m["files"].pop("weights.pt"))
+        with pytest.raises(PackageError, match="no sha256 for weights.pt"):
+            load_data_and_model(path)
+
+
+@pytest.mark.parametrize("name, change, message", [
+    (MANIFEST, lambda m: m["files"]["weights.pt"].update(bytes=str(m["files"]["weights.pt"]
+                                                                   ["bytes"])),
+     r"the manifest is malformed \(the entry of weights.pt"),
+    (MANIFEST, lambda m: m["files"]["weights.pt"].update(sha256=None),
+     "the manifest is malformed"),
+    (MANIFEST, lambda m: m.update(format_version=0),
+     "version 0 package, written by an older recbole-hetcomp.*export it again"),
+    (MANIFEST, lambda m: m.update(format_version=2), "newer .*: upgrade recbole-hetcomp"),
+    (MANIFEST, lambda m: m.update(format_version="1"), "format_version '1' is not a number"),
+    ("model_card.json", lambda c: c.pop("sizes"), r"model card is malformed \(sizes.n_users"),
+    ("model_card.json", lambda c: c["sizes"].update(n_items="9"), "model card is malformed"),
+    ("model_card.json", lambda c: c["files"].pop("user_factors.npy"),
+     "is incomplete: its model card lists no user_factors.npy"),
+    ("model_card.json", lambda c: c["files"].pop("known_indptr.npy"),
+     "is incomplete: its model card lists no known_indptr.npy"),
+    ("model_card.json", lambda c: c.update(files=None), "model card is malformed"),
+])
+def test_malformed_manifests_and_cards_are_named_as_such(run, tmp_path, capsys, name, change,
+                                                         message):
+    path = _copy(run, tmp_path)
+    _rewrite(path, name, change)
+    err = _cli_error(capsys, path, "--user", "u1")
+    assert re.search(message, err), err
+
+
+def test_a_moved_dataset_is_found_with_the_data_path_parameter(run, tmp_path):
+    path = _copy(run, tmp_path)
+    _rewrite(path, "model_card.json",
+             lambda c: c["config"].update(data_path=str(tmp_path / "moved-away")))
+    with pytest.raises(PackageError, match=r"not at .*moved-away.*data_path=DIR"):
+        load_data_and_model(path)
+    config, model, dataset, *_ = load_data_and_model(path, data_path=run["data"])
+    assert config["data_path"].startswith(run["data"]) and dataset.user_num > 1
+
+
 def test_a_pickle_in_the_weights_never_runs_even_with_a_matching_manifest(run, tmp_path):
     path = _copy(run, tmp_path)
     marker = tmp_path / "pwned"
@@ -332,6 +400,108 @@ def test_cli_prints_one_line_per_user(run, capsys, tmp_path):
     assert line.split("\t")[0] == "u1" and len(line.split("\t")) == 11
     assert recommend_main([student_path(run), "--info"]) == 0
     assert json.loads(capsys.readouterr().out)["model"] == "HetCompStudent"
+
+
+def test_cli_reports_unknown_users_and_marks_them_in_tsv(run, capsys):
+    path = student_path(run)
+    assert recommend_main([path, "--user", "u1", "--user", "stranger", "--user", " u1",
+                           "--format", "tsv", "--k", "3"]) == 0
+    captured = capsys.readouterr()
+    known, stranger, spaced = [line.split("\t") for line in captured.out.splitlines()]
+    assert known[0] == "u1" and len(known) == 4 and "" not in known  # the normal form
+    assert stranger[:2] == ["stranger", ""] and len(stranger) == 5   # empty field: fallback
+    assert spaced[:2] == [" u1", ""]  # a token is taken as given, spaces included
+    popular = [t for t, _ in Recommender.load(path).recommend(["stranger"], k=3)[0]]
+    assert stranger[2:] == popular
+    assert captured.err == ("note: 2 of 3 users are not in the package's catalogue "
+                            "('stranger', ' u1'): they got the most popular items (fallback)\n")
+    assert recommend_main([path, "--user", "u1", "--user", "stranger", "--unknown-users",
+                           "skip"]) == 0
+    captured = capsys.readouterr()
+    assert [json.loads(line)["user"] for line in captured.out.splitlines()] == ["u1"]
+    assert "1 of 2 users" in captured.err and "skipped" in captured.err
+    err = _cli_error(capsys, path, "--user", "u1", "--user", "stranger", "--unknown-users",
+                     "error")
+    assert "1 of 2 users are not in the package's catalogue ('stranger')" in err
+    assert "empty" in _cli_error(capsys, path, "--user", "")
+    assert recommend_main([path, "--user", "u1"]) == 0
+    assert capsys.readouterr().err == ""  # nothing to report when every user is known
+
+
+def test_users_file_is_utf8_lines_with_only_the_line_ending_stripped(run, capsys, tmp_path):
+    users = tmp_path / "users.txt"
+    users.write_bytes(b"\xef\xbb\xbfu1\r\n\nu2 \n\n u3\nu4")  # BOM, CRLF, spaces, no last \n
+    assert recommend_main([student_path(run), "--users-file", str(users), "--k", "1"]) == 0
+    captured = capsys.readouterr()
+    assert [json.loads(line)["user"] for line in captured.out.splitlines()] == [
+        "u1", "u2 ", " u3", "u4"]
+    assert "2 of 4 users" in captured.err  # 'u2 ' and ' u3' are other tokens
+    users.write_bytes(b"u1\n\xe9t\xe9\n")  # Latin-1
+    err = _cli_error(capsys, student_path(run), "--users-file", str(users))
+    assert f"--users-file {users} is not UTF-8 text (line 2)" in err and "save it as UTF-8" in err
+    users.write_bytes("u1\n".encode("utf-16"))
+    assert "is not UTF-8 text (line 1)" in _cli_error(capsys, student_path(run),
+                                                       "--users-file", str(users))
+
+
+@pytest.mark.parametrize("device, message", [
+    ("foo", "--device foo is not a torch device"),
+    ("meta", "--device meta: serving runs on --device cpu or --device cuda"),
+    ("cuda:99", "--device cuda:99: torch"),
+])
+def test_a_device_this_torch_cannot_serve_on_is_one_line(run, capsys, device, message):
+    assert message in _cli_error(capsys, student_path(run), "--user", "u1", "--device", device)
+    assert serve_main([student_path(run), "--device", device]) == 2
+    assert message in capsys.readouterr().err
+    with pytest.raises(HetCompError, match="device="):
+        Recommender.load(student_path(run), device=device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without CUDA")
+def test_cuda_without_cuda_says_to_use_cpu(run, capsys):
+    err = _cli_error(capsys, student_path(run), "--user", "u1", "--device", "cuda")
+    assert "--device cuda: torch here has no CUDA" in err and "use --device cpu" in err
+
+
+def test_serve_refuses_a_port_out_of_range(run, capsys):
+    for port in ("70000", "-1", "http"):
+        assert serve_main([student_path(run), f"--port={port}"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "must be from 0 to 65535" in err
+
+
+def test_cli_ctrl_c_exits_130_quietly(run, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Recommender, "load", interrupted)
+    for main, argv in ((recommend_main, ["--user", "u1"]), (serve_main, ["--port", "0"])):
+        try:
+            assert main([student_path(run)] + argv) == 130
+        except KeyboardInterrupt:  # would stop pytest itself
+            pytest.fail(f"Ctrl-C escaped {main.__name__}")
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_cli_output_to_a_full_disk_is_one_line(run):
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "recbole_hetcomp.serving.cli",
+                               student_path(run), "--user", "u1"], stdout=full,
+                              stderr=subprocess.PIPE, text=True)
+    assert done.returncode == 1
+    assert done.stderr == "error: cannot write the output: No space left on device\n"
+
+
+@pytest.mark.skipif(not HAVE_FAISS, reason="faiss-cpu not installed (the [serve] extra)")
+def test_a_package_with_an_index_serves_without_faiss_with_no_index(run, capsys, monkeypatch):
+    path = student_path(run)
+    assert "index.faiss" in os.listdir(path)
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss -> ImportError
+    err = _cli_error(capsys, path, "--user", "u1")
+    assert "has a faiss index" in err and "--no-index" in err and "export_index" not in err
+    assert recommend_main([path, "--user", "u1", "--no-index"]) == 0
+    assert json.loads(capsys.readouterr().out)["user"] == "u1"
 
 
 def _get(url):

@@ -12,12 +12,11 @@ from recbole_hetcomp.errors import HetCompError
 EXTRA_HINT = 'pip install "recbole-hetcomp[serve]" (it installs faiss-cpu)'
 
 
-def require_faiss():
+def require_faiss(need="export_index needs faiss", other="or set export_index: False"):
     try:
         import faiss
     except ImportError:
-        raise HetCompError(f"export_index needs faiss, which is not installed: {EXTRA_HINT}, "
-                           "or set export_index: False") from None
+        raise HetCompError(f"{need}, which is not installed: {EXTRA_HINT}, {other}") from None
     return faiss
 
 
@@ -52,7 +51,9 @@ def build_index_bytes(item_factors, item_bias):
 
 def read_index(path, n_items, dim):
     """The index at ``path``, checked to hold ``n_items`` vectors of ``dim`` + 1 numbers."""
-    faiss = require_faiss()
+    faiss = require_faiss("this package has a faiss index, which needs faiss",
+                          "or rank by brute force without it: --no-index (in Python: "
+                          "Recommender.load(path, use_index=False))")
     with open(path, "rb") as f:
         data = np.frombuffer(f.read(), dtype=np.uint8)
     try:

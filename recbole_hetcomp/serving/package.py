@@ -25,6 +25,7 @@ half of one; ``read_package`` checks every file against the manifest before usin
 import datetime
 import json
 import os
+import re
 import shutil
 import tempfile
 
@@ -187,7 +188,8 @@ def read_manifest(path):
     """The verified manifest of the package at ``path`` (every file's size and sha256 checked).
 
     Raises PackageError naming what is wrong: not a directory, no manifest (foreign), another
-    format, a file missing, truncated, or whose content does not match its hash.
+    format or version, a malformed manifest, a file missing, truncated, or whose content does
+    not match its hash.
     """
     if not os.path.isdir(path):
         raise PackageError(f"no model package at '{path}': give the directory the run's report "
@@ -196,9 +198,7 @@ def read_manifest(path):
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise PackageError(f"'{path}' is not a recbole-hetcomp model package (its manifest "
                            "does not name the format)")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise PackageError(f"'{path}' is a version {manifest.get('format_version')} package; "
-                           f"this recbole-hetcomp reads version {FORMAT_VERSION}: upgrade it")
+    _check_version(path, manifest.get("format_version"))
     files = manifest.get("files")
     if not isinstance(files, dict) or CARD not in files:
         raise PackageError(f"'{path}': the manifest lists no model card; the package is damaged")
@@ -206,27 +206,82 @@ def read_manifest(path):
         if not isinstance(name, str) or os.path.basename(name) != name or name.startswith("."):
             raise PackageError(f"'{path}': the manifest names a file outside the package "
                                f"({name!r}); refusing it")
+        if not (isinstance(entry, dict) and _is_count(entry.get("bytes"))
+                and isinstance(entry.get("sha256"), str)
+                and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])):
+            raise PackageError(f"'{path}': the manifest is malformed (the entry of {name} needs "
+                               "an integer 'bytes' and a hex 'sha256'); the package is damaged")
         file = os.path.join(path, name)
         if not os.path.isfile(file):
             raise PackageError(f"'{path}' is incomplete: {name} is missing")
         size = os.path.getsize(file)
-        if not isinstance(entry, dict) or size != entry.get("bytes"):
+        if size != entry["bytes"]:
             raise PackageError(f"'{path}' is truncated or altered: {name} has {size} bytes, "
-                               f"the manifest says {entry.get('bytes') if isinstance(entry, dict) else '?'}")
-        if file_sha256(file) != entry.get("sha256"):
+                               f"the manifest says {entry['bytes']}")
+        if file_sha256(file) != entry["sha256"]:
             raise PackageError(f"'{path}' is corrupt or was modified: {name} does not match its "
                                "sha256 in the manifest")
     return manifest
 
 
+def _check_version(path, version):
+    if version == FORMAT_VERSION and _is_count(version):
+        return
+    if not _is_count(version):
+        raise PackageError(f"'{path}': the manifest is malformed (format_version {version!r} is "
+                           "not a number); the package is damaged")
+    if version < FORMAT_VERSION:
+        raise PackageError(f"'{path}' is a version {version} package, written by an older "
+                           f"recbole-hetcomp; this one reads version {FORMAT_VERSION}: export it "
+                           "again with this version (rerun the run that wrote it)")
+    raise PackageError(f"'{path}' is a version {version} package, newer than this "
+                       f"recbole-hetcomp reads (version {FORMAT_VERSION}): upgrade recbole-hetcomp")
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def read_card(path, verify=True):
-    """The model card of the package at ``path`` (after ``read_manifest`` when ``verify``)."""
-    if verify:
-        read_manifest(path)
+    """The model card of the package at ``path``.
+
+    With ``verify``, the package is first checked against its manifest (``read_manifest``) and
+    every file the card lists must be covered by the manifest: loaders read only files the card
+    lists, so none of them is read without its sha256 having been checked.
+    """
+    manifest = read_manifest(path) if verify else None
     card = _read_json(path, CARD, what="model card")
     if not isinstance(card, dict) or card.get("format") != FORMAT:
         raise PackageError(f"'{path}': the model card is not a recbole-hetcomp model card")
+    files = card.get("files")
+    if not isinstance(files, dict) or not all(isinstance(name, str) for name in files):
+        raise PackageError(f"'{path}': the model card is malformed (its 'files' is not a "
+                           "mapping of file names); the package is damaged")
+    if verify:
+        unchecked = sorted(set(files) - set(manifest["files"]))
+        if unchecked:
+            raise PackageError(f"'{path}' is incomplete or was modified: the manifest has no "
+                               f"sha256 for {', '.join(unchecked)}; refusing to read it unchecked")
     return card
+
+
+def require_files(path, card, names):
+    """Refuse a package whose card does not list each of ``names`` (what a loader will read)."""
+    missing = [name for name in names if name not in card["files"]]
+    if missing:
+        raise PackageError(f"'{path}' is incomplete: its model card lists no {', '.join(missing)}"
+                           "; the package is damaged")
+
+
+def card_sizes(path, card):
+    """(n_users, n_items) of the card, padding ids included, checked to be counts."""
+    sizes = card.get("sizes")
+    sizes = sizes if isinstance(sizes, dict) else {}
+    n_users, n_items = sizes.get("n_users"), sizes.get("n_items")
+    if not (_is_count(n_users) and _is_count(n_items) and n_users > 0 and n_items > 0):
+        raise PackageError(f"'{path}': the model card is malformed (sizes.n_users and "
+                           "sizes.n_items must be positive integers); the package is damaged")
+    return n_users, n_items
 
 
 def read_array(path, name, dtype_kind, ndim):

@@ -6,26 +6,49 @@ JSON keys, the dataset from its atomic files (``data.split``), and the weights a
 ``weights_only=True``.
 """
 
+import os
 from logging import getLogger
 
 import numpy as np
 
-from recbole_hetcomp.serving.package import PackageError, read_card, read_weights
+from recbole_hetcomp.serving.package import (WEIGHTS, PackageError, read_card, read_weights,
+                                             require_files)
 
 
-def load_data_and_model(path):
+def load_data_and_model(path, data_path=None):
     """(config, model, dataset, train_data, valid_data, test_data) of a package, as RecBole.
 
-    The dataset must be where the card says (``data_path``) and give the split the model was
-    trained on (its fingerprint is compared); the model is in evaluation mode.
+    Parameters
+    ----------
+    path : str
+        The package directory.
+    data_path : str, optional
+        The directory that holds ``<dataset>/<dataset>.inter``, when the dataset is no longer
+        where the model card says (the run's ``data_path``, made absolute).
+
+    The dataset must give the split the model was trained on (its fingerprint is compared);
+    the model is in evaluation mode.
     """
     from recbole_hetcomp.config import Config
+    from recbole_hetcomp.data.availability import required_inter_files
     from recbole_hetcomp.data.split import build_split, make_loaders
     from recbole_hetcomp.registry import get_model
 
     card = read_card(path)
+    require_files(path, card, [WEIGHTS])
     state = read_weights(path)
-    config = Config(model=card["model"], dataset=card["dataset"], inherited=card["config"])
+    inherited = dict(card.get("config") or {})
+    if data_path is not None:
+        inherited["data_path"] = os.path.abspath(data_path)
+    config = Config(model=card["model"], dataset=card["dataset"], inherited=inherited)
+    missing = [f for f in required_inter_files(config) if not os.path.isfile(f)]
+    if missing:
+        # Checked here, not left to build_split: its advice (--data_path, or a download of a
+        # fresh copy) is for a training run, not for rebuilding a model of this exact data.
+        raise PackageError(f"the dataset '{card['dataset']}' this model was trained on is not "
+                           f"at {config['data_path']} (no {os.path.basename(missing[0])}): pass "
+                           "load_data_and_model(path, data_path=DIR) with the directory that "
+                           f"holds {card['dataset']}/{os.path.basename(missing[0])}")
     split = build_split(config, getLogger())
     if split.fingerprint != card.get("split_fingerprint"):
         raise PackageError(f"the dataset '{card['dataset']}' at {config['data_path']} no longer "

@@ -14,8 +14,13 @@ from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.knowledge.topk import topk_by_id
 from recbole_hetcomp.serving import index as faiss_index
 from recbole_hetcomp.serving.factors import factor_scores
-from recbole_hetcomp.serving.package import (FACTOR_FILES, INDEX, PackageError, read_array,
-                                             read_card, read_tokens)
+from recbole_hetcomp.serving.package import (FACTOR_FILES, INDEX, PackageError, card_sizes,
+                                             read_array, read_card, read_tokens, require_files)
+
+#: The card's ``serving`` flag of each file in ``FACTOR_FILES``.
+FACTOR_PARTS = ("factorised", "factorised", "item_bias", "user_bias")
+#: What every served package holds besides its factors.
+KNOWN_FILES = ["user_tokens.json", "item_tokens.json", "known_indptr.npy", "known_indices.npy"]
 
 #: Scores held at once while ranking a batch (users x items), ~16 MB of float32.
 SCORE_BUDGET = 1 << 22
@@ -57,7 +62,7 @@ class Recommender:
 
     def __init__(self, path, card, user_tokens, item_tokens, indptr, indices, factors, index,
                  device):
-        self.path, self.card, self.device = path, card, torch.device(device)
+        self.path, self.card, self.device = path, card, serving_device(device)
         self.user_tokens, self.item_tokens = user_tokens, item_tokens
         self._user_id = {t: i for i, t in enumerate(user_tokens) if i > 0}
         self._item_id = {t: i for i, t in enumerate(item_tokens) if i > 0}
@@ -85,14 +90,18 @@ class Recommender:
         Raises PackageError (a HetCompError) for a missing, corrupt or foreign package.
         """
         card = read_card(path, verify=verify)
-        files = card.get("files") or {}
-        if "user_factors.npy" not in files:
+        serving = card.get("serving") if isinstance(card.get("serving"), dict) else {}
+        if not serving.get("factorised"):
             raise PackageError(
                 f"'{path}' holds a {card.get('model')}, which has no factorised serving form; "
                 "Recommender serves HetCompStudent, BPR, LightGCN and CML packages: for this "
                 "one use recbole_hetcomp.serving.load_data_and_model(path)")
-        sizes = card.get("sizes") or {}
-        n_users, n_items = sizes.get("n_users"), sizes.get("n_items")
+        files = card["files"]
+        # The card says which biases the scorer has: a bias file gone from the card's list
+        # would otherwise be skipped silently and every score would be wrong.
+        wanted = [name for name, part in zip(FACTOR_FILES, FACTOR_PARTS) if serving.get(part)]
+        require_files(path, card, KNOWN_FILES + wanted)
+        n_users, n_items = card_sizes(path, card)
         user_tokens = read_tokens(path, "user_tokens.json", n_users)
         item_tokens = read_tokens(path, "item_tokens.json", n_items)
         indptr = read_array(path, "known_indptr.npy", "i", 1)
@@ -103,7 +112,7 @@ class Recommender:
             raise PackageError(f"'{path}': its known-items arrays are inconsistent")
         factors = []
         for name, rows in zip(FACTOR_FILES, (n_users, n_items, n_items, n_users)):
-            if name not in files:
+            if name not in wanted:
                 factors.append(None)
                 continue
             array = read_array(path, name, "f", 1 if "bias" in name else 2)
@@ -260,6 +269,28 @@ class Recommender:
             values, top = topk_by_id(sims, min(k, self.n_items - 1))
         return [list(zip(self._tokens[row].tolist(), vals.tolist()))
                 for row, vals in zip(top.cpu().numpy(), values.cpu().numpy())]
+
+
+def serving_device(device, flag="device="):
+    """``device`` as a ``torch.device`` this torch can serve on; else HetCompError, its message
+    naming ``flag`` (the CLIs pass ``"--device "``)."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise HetCompError(f"{flag}{device} is not a torch device: use {flag}cpu, or "
+                           f"{flag}cuda on a machine with a GPU") from None
+    if parsed.type == "cpu":
+        return parsed
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise HetCompError(f"{flag}{device}: torch here has no CUDA (or sees no GPU); use "
+                               f"{flag}cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise HetCompError(f"{flag}{device}: torch sees {torch.cuda.device_count()} GPU(s), "
+                               f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        return parsed
+    raise HetCompError(f"{flag}{device}: serving runs on {flag}cpu or {flag}cuda[:N], not on "
+                       f"{parsed.type}")
 
 
 def _check_k(k):
