@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.error
 import urllib.request
 
@@ -23,6 +24,7 @@ from recbole_hetcomp.serving import PackageError, Recommender, load_data_and_mod
 from recbole_hetcomp.serving.cli import recommend_main, serve_main
 from recbole_hetcomp.serving.http import serve_in_thread
 from recbole_hetcomp.atomic import file_sha256
+from recbole_hetcomp.serving import package
 from recbole_hetcomp.serving.package import MANIFEST, read_weights
 from recbole_hetcomp.knowledge import topk_by_id
 
@@ -234,6 +236,18 @@ def test_teacher_packages_rebuild_with_load_data_and_model(run):
                                atol=1e-5)
 
 
+def test_one_bare_token_is_refused_and_empty_lists_give_empty_answers(run):
+    rec = Recommender.load(student_path(run))
+    for call in (lambda: rec.recommend("u1"), lambda: rec.topk("u1"),
+                 lambda: rec.user_ids("u1")):
+        with pytest.raises(TypeError, match=r"users must be a list of tokens.*pass \['u1'\]"):
+            call()
+    with pytest.raises(TypeError, match=r"items must be a list of tokens.*pass \['i2'\]"):
+        rec.similar_items("i2")
+    assert rec.recommend([]) == [] and rec.similar_items([]) == []
+    assert rec.recommend([1], k=1)[0].user == "1"  # ints are tokens, as documented
+
+
 # --- refusing bad packages --------------------------------------------------------------------
 def _copy(run, tmp_path):
     import shutil
@@ -373,6 +387,36 @@ def test_a_manifest_cannot_point_outside_the_package(run, tmp_path):
         Recommender.load(path)
 
 
+def test_a_later_export_removes_the_staging_folders_of_killed_writes(tiny):
+    _, base = tiny
+    root = base["checkpoint_dir"]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs
+    host = package._HOST
+    old = time.time() - package.STALE_AFTER - 60
+    folders = {  # name -> removed?
+        f".BPR-tiny-20260101-000000.{dead.pid}@{host}.ab_1.partial": True,   # writer dead
+        f".BPR-tiny-20260101-000001.{os.getpid()}@{host}.cd_2.partial": False,  # writer alive
+        ".BPR-tiny-20260101-000002.1@another-host.ef_3.partial": False,  # can't tell: recent
+        ".BPR-tiny-20260101-000003.1@another-host.gh_4.partial": True,   # ... and old
+        ".BPR-tiny-20260101-000004.ij_5.partial": True,  # before pids were in the name, old
+        ".BPR-tiny-20260101-000005.kl_6.partial": False,  # ... recent
+        "BPR-tiny-20260101-000006": False,  # a package
+        ".not-a-stage": False,
+    }
+    for name in folders:
+        os.makedirs(os.path.join(root, name))
+    for name in (".BPR-tiny-20260101-000003.1@another-host.gh_4.partial",
+                 ".BPR-tiny-20260101-000004.ij_5.partial", ".not-a-stage"):
+        os.utime(os.path.join(root, name), (old, old))
+    result = run_hetcomp("BPR", "tiny", config_dict={**base, "record_trajectory": False})
+    left = set(os.listdir(root))
+    assert {n for n, removed in folders.items() if not removed} <= left
+    assert not {n for n, removed in folders.items() if removed} & left
+    assert os.path.basename(result["package"]) in left
+    assert package.remove_stale_stages(root) == []
+
+
 def test_a_failed_export_leaves_nothing_behind(tiny, monkeypatch):
     _, base = tiny
     import recbole_hetcomp.serving.package as package
@@ -510,6 +554,39 @@ def _get(url):
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def test_http_answers_every_bad_request_in_json_and_keeps_the_connection(run):
+    import http.client
+    import socket
+
+    server, url = serve_in_thread(Recommender.load(student_path(run)))
+    try:
+        for bad in ("k=%C2%B2", "k=%D9%A3", "k=1" + "0" * 5000, "k=+3", "k=%203"):
+            status, body = _get(f"{url}/recommend?user=u1&{bad}")
+            assert status == 400 and "must be an integer from 1 to 1000" in body["error"], bad
+        connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1],
+                                                timeout=10)
+        for method in ("HEAD", "OPTIONS", "FOO", "DELETE"):
+            connection.request(method, "/recommend?user=u1")
+            response = connection.getresponse()
+            body = response.read()
+            assert response.status == 405 and response.getheader("Allow") == "GET", method
+            assert response.getheader("Content-Type") == "application/json"
+            assert body == b"" if method == "HEAD" else "use GET" in json.loads(body)["error"]
+        connection.request("GET", "/recommend?user=u1&k=2")  # the same connection still works
+        assert json.loads(connection.getresponse().read())["user"] == "u1"
+        connection.close()
+        with socket.create_connection(("127.0.0.1", server.server_address[1]), 10) as raw:
+            raw.sendall(b"GET /a b HTTP/1.1\r\n\r\n")  # a malformed request line
+            answer = raw.makefile("rb").read()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head
+        assert json.loads(body)["error"]
+        assert _get(f"{url}/healthz")[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_http_endpoint_answers_rejects_bad_input_and_keeps_serving(run):

@@ -13,7 +13,7 @@ from recbole_hetcomp.config import TRAINING_KEYS
 from recbole_hetcomp.serving import index as faiss_index
 from recbole_hetcomp.serving.cost import parameter_count
 from recbole_hetcomp.serving.factors import can_factorise, serving_factors
-from recbole_hetcomp.serving.package import write_package
+from recbole_hetcomp.serving.package import remove_stale_stages, write_package
 
 
 def check_export_settings(config):
@@ -40,6 +40,8 @@ def export_model(model, config, split, logger, row=None, test_result=None, extra
     elif config["export_index"]:
         logger.warning(f"{config['model']} has no factorised form: its package has no index")
     card = model_card(model, config, split, factors, row, test_result, extra)
+    for stage in remove_stale_stages(config["checkpoint_dir"]):
+        logger.warning(f"removed {stage}, left by an interrupted package write")
     path = write_package(config["checkpoint_dir"], model, split.dataset, card, factors,
                          index_bytes)
     logger.info(f"model package written to {path}")

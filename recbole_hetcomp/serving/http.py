@@ -5,11 +5,13 @@
     GET /healthz                                         -> {"status": "ok", "model", ...}
 
 Threads serve connections (HTTP/1.1 keep-alive); every request is answered, a bad one with a
-4xx and a JSON error, a failure of ours with a 500: no request can stop the server.
+4xx and a JSON error (400 a bad parameter, 404 an unknown path, 405 and ``Allow: GET`` for any
+other method), a failure of ours with a 500: no request can stop the server.
 """
 
 import json
 import logging
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -17,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 from recbole_hetcomp.errors import HetCompError
 
 MAX_K = 1000
+_DIGITS = re.compile(r"[0-9]{1,18}")
 log = logging.getLogger("hetcomp-serve")
 
 
@@ -90,23 +93,38 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802
         self._refuse()
 
-    do_PUT = do_DELETE = do_PATCH = do_POST
+    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_TRACE = do_CONNECT = do_POST
 
     def _refuse(self):
         length = self.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) <= 1 << 20:
+        if length and _DIGITS.fullmatch(length) and int(length) <= 1 << 20:
             self.rfile.read(int(length))  # drain the body so the connection stays usable
+        elif length or self.headers.get("Transfer-Encoding"):
+            self.close_connection = True  # an unread body would be taken for the next request
+        self._send(405, {"error": f"{self.command} is not supported: use GET"},
+                   {"Allow": "GET"})
+
+    def send_error(self, code, message=None, explain=None):
+        """http.server's own refusals (a malformed request line, an unknown method, headers
+        too long) in JSON like every other error, not its HTML page."""
+        if code == 501:  # a method http.server has no do_ for: not allowed, like POST
+            self._refuse()
         else:
             self.close_connection = True
-        self._send(405, {"error": "only GET is supported"})
+            self._send(code, {"error": message or self.responses.get(code, ("error",))[0]},
+                       {"Connection": "close"})
+        self.wfile.flush()  # http.server flushes after a do_ method, not after send_error
 
-    def _send(self, status, body):
+    def _send(self, status, body, headers=None):
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":  # a HEAD answer has headers only: its client reads no body
+            self.wfile.write(data)
 
     def log_message(self, format, *args):  # noqa: A002 - http.server's signature
         if self.log_requests:
@@ -127,7 +145,9 @@ def _int(query, name, default):
     if not values:
         return default
     text = values[0]
-    if not text.isdigit() or not 1 <= int(text) <= MAX_K:
+    # str.isdigit() also accepts "²" and other digits int() refuses; a bounded length keeps
+    # int() from a million-digit string.
+    if not _DIGITS.fullmatch(text) or not 1 <= int(text) <= MAX_K:
         raise BadRequest(f"'{name}' must be an integer from 1 to {MAX_K}, got {text!r}")
     return int(text)
 

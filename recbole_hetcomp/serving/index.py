@@ -2,7 +2,11 @@
 
 The index holds [item_factors, item_bias] and is queried with [user_factors, 1], so its inner
 products are the model's scores up to the user's constant bias: an exact (flat) index, not an
-approximate one, so that serving through it returns the brute-force lists.
+approximate one. Serving through it ranks by the same scores as brute force, but they are
+summed in another order (faiss, then a batched product for the candidates, against one matrix
+product): two items whose float32 scores differ by rounding alone may come in the other order
+or trade places at the cut. Brute force itself does the same between batches of different
+sizes (BLAS picks its kernels by shape), so no bit-for-bit promise is possible here.
 """
 
 import numpy as np

@@ -19,7 +19,8 @@
 Nothing here executes code when loaded: JSON, ``.npy`` read with ``allow_pickle=False``,
 tensors read with ``weights_only=True``, and faiss's own index format. The package is staged in
 a temporary directory beside its destination and renamed into place, so a reader never sees
-half of one; ``read_package`` checks every file against the manifest before using it.
+half of one (a later write removes what a killed one left: ``remove_stale_stages``);
+``read_manifest`` checks every file against the manifest before it is used.
 """
 
 import datetime
@@ -27,7 +28,9 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
+import time
 
 import numpy as np
 import torch
@@ -42,6 +45,12 @@ CARD = "model_card.json"
 WEIGHTS = "weights.pt"
 FACTOR_FILES = ("user_factors.npy", "item_factors.npy", "item_bias.npy", "user_bias.npy")
 INDEX = "index.faiss"
+
+#: Seconds after which a staging folder that cannot be traced to a dead writer is stale.
+STALE_AFTER = 24 * 3600
+# Host names go in staging folder names: keep only what cannot be mistaken for a separator.
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64]
+_STAGE = re.compile(r"\..+\.(?P<pid>[0-9]+)@(?P<host>[A-Za-z0-9-]*)\.[^.]+\.partial")
 
 KNOWN_ITEMS_NOTE = ("every interaction of the filtered dataset (train, valid and test): what a "
                     "user has already seen when the model serves them")
@@ -78,7 +87,10 @@ def write_package(root, model, dataset, card, factors=None, index_bytes=None, na
     name = name or package_name(card["model"], card["dataset"])
     os.makedirs(root, exist_ok=True)
     final = _free_path(os.path.join(root, name))
-    stage = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.", suffix=".partial", dir=root)
+    # The writer's pid and host in the name let a later write tell a killed write's leftover
+    # from a live one (``remove_stale_stages``).
+    stage = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.{os.getpid()}@{_HOST}.",
+                             suffix=".partial", dir=root)
     try:
         files = _write_contents(stage, model, dataset, factors, index_bytes)
         card = dict(card, format=FORMAT, format_version=FORMAT_VERSION,
@@ -98,6 +110,47 @@ def write_package(root, model, dataset, card, factors=None, index_bytes=None, na
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return final
+
+
+def remove_stale_stages(root):
+    """Delete the staging folders (``.<name>.<pid>@<host>.<random>.partial``) that killed
+    package writes left in ``root``; returns them.
+
+    A folder is stale when its writer ran on this host and is gone, or, for one from another
+    host (or from before the pid was in the name), when it was last changed more than
+    ``STALE_AFTER`` seconds ago: a write takes seconds, so a live writer's folder is never
+    removed.
+    """
+    if not os.path.isdir(root):
+        return []
+    removed = []
+    for entry in sorted(os.listdir(root)):
+        folder = os.path.join(root, entry)
+        if (not (entry.startswith(".") and entry.endswith(".partial"))
+                or os.path.islink(folder) or not os.path.isdir(folder)):
+            continue
+        writer = _STAGE.fullmatch(entry)
+        if writer and writer["host"] == _HOST:
+            stale = not _running(int(writer["pid"]))
+        else:
+            try:
+                stale = time.time() - os.stat(folder).st_mtime > STALE_AFTER
+            except OSError:  # removed meanwhile
+                continue
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but another user's: not ours to judge
+        return True
+    return True
 
 
 def _free_path(path):

@@ -141,7 +141,8 @@ class Recommender:
 
     def user_ids(self, users):
         """Internal ids of user tokens (ints are read as tokens); -1 for unknown users."""
-        return np.array([self._user_id.get(str(u), -1) for u in users], dtype=np.int64)
+        users = _tokens(users, "users")
+        return np.array([self._user_id.get(u, -1) for u in users], dtype=np.int64)
 
     # --- scoring ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -160,7 +161,7 @@ class Recommender:
 
     def topk(self, users, k=10, exclude_known=True):
         """Array form of ``recommend`` (see ``Batch``); ties are broken by the lower item id."""
-        users = [str(u) for u in users]
+        users = _tokens(users, "users")
         k = _check_k(k)
         width = min(k, self.n_items)
         ids = self.user_ids(users)
@@ -207,7 +208,8 @@ class Recommender:
 
     def _rank_index(self, user_ids, width, exclude_known):
         """Through faiss: over-fetch each user's known items (and the padding item), drop them,
-        rescore the candidates exactly; users whose cut could hide a tie go brute force."""
+        rescore the candidates from the factors; users whose cut could hide a tie go brute
+        force. Near-equal scores may order differently from brute force (``index.py``)."""
         p, q, item_bias, user_bias = self.factors
         queries = faiss_index.augmented_users(p[torch.as_tensor(user_ids)].cpu().numpy())
         known = np.diff(self.indptr)[user_ids] if exclude_known else np.zeros(len(user_ids))
@@ -252,9 +254,12 @@ class Recommender:
         """For each item token, the ``k`` items with the most similar factors (cosine), best
         first, itself excluded: a list of ``(item token, similarity)`` lists."""
         k = _check_k(k)
+        items = _tokens(items, "items")
+        if not items:
+            return []
         ids = []
         for item in items:
-            iid = self._item_id.get(str(item))
+            iid = self._item_id.get(item)
             if iid is None:
                 raise HetCompError(f"unknown item token '{item}': it is not in this model's "
                                    "catalogue")
@@ -291,6 +296,15 @@ def serving_device(device, flag="device="):
         return parsed
     raise HetCompError(f"{flag}{device}: serving runs on {flag}cpu or {flag}cuda[:N], not on "
                        f"{parsed.type}")
+
+
+def _tokens(tokens, what):
+    """``tokens`` as a list of str; one bare token is refused, since iterating a string would
+    silently ask for one user per character."""
+    if isinstance(tokens, (str, bytes)):
+        raise TypeError(f"{what} must be a list of tokens, not one {type(tokens).__name__}: "
+                        f"pass [{tokens!r}]")
+    return [str(t) for t in tokens]
 
 
 def _check_k(k):
