@@ -86,9 +86,11 @@ class Recommender:
     def load(cls, path, device="cpu", use_index=True, verify=True):
         """Load the package at ``path`` (checked against its manifest unless ``verify=False``).
 
-        ``use_index``: rank through the package's faiss index when it has one (needs faiss).
-        Raises PackageError (a HetCompError) for a missing, corrupt or foreign package.
+        ``device``: ``"cpu"`` or ``"cuda[:N]"``. ``use_index``: rank through the package's
+        faiss index when it has one (needs faiss). Raises PackageError (a HetCompError) for a
+        missing, corrupt or foreign package, HetCompError for a device torch cannot use here.
         """
+        serving_device(device)  # before reading anything
         card = read_card(path, verify=verify)
         serving = card.get("serving") if isinstance(card.get("serving"), dict) else {}
         if not serving.get("factorised"):
