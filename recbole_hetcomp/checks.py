@@ -280,6 +280,10 @@ def check_unknown_keys(config, logger, keys=None, where=""):
         raise HetCompError(f"{where}config_file is not read by RecBole or recbole-hetcomp: "
                            "pass --config_files=\"a.yaml b.yaml\"")
     for key, close in unknown_keys(config, keys):
+        # an abbreviation (--data=x) reads as nothing, so it would start a run on the default
+        abbreviated = [name for name in DECISIVE_KEYS if name.startswith(key)]
+        if close not in DECISIVE_KEYS and abbreviated:
+            close = abbreviated[0]
         hint = f"did you mean '{close}'?" if close else "check its spelling"
         if close in DECISIVE_KEYS:
             raise HetCompError(f"{where}'{key}' is no key of RecBole or recbole-hetcomp: {hint} "

@@ -17,8 +17,10 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def parse(argv):
+    # allow_abbrev=False: "--data=x" must not silently mean "--dataset=x"; an unknown key
+    # close to a decisive one (dataset, data_path, model...) is refused with its suggestion
     parser = OneLineParser(
-        prog="run_hetcomp.py",
+        prog="run_hetcomp.py", allow_abbrev=False,
         description="Train a recommender or distil a heterogeneous ensemble (HetComp) with "
                     "RecBole. Any other --key=value overrides a RecBole/recbole-hetcomp "
                     "config key.")
