@@ -7,6 +7,7 @@ directory the same way, where they are written.
 """
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
@@ -53,3 +54,20 @@ def file_sha256(path):
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def save_weights(obj, path):
+    """``torch.save``, failing as an ``OSError`` like every other write.
+
+    On a full disk torch's zip writer raises a ``RuntimeError`` ("[enforce fail at
+    inline_container.cc...] unexpected pos"), which the CLIs would not recognise as a failed
+    write and would show as a traceback.
+    """
+    import torch  # here: this module is imported where torch is not needed
+
+    try:
+        torch.save(obj, path)
+    except RuntimeError as exc:
+        first = (str(exc).strip().splitlines() or ["torch.save failed"])[0][:200]
+        raise OSError(errno.EIO, f"cannot write the weights ({first}); is the disk full?",
+                      path) from exc

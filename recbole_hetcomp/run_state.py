@@ -33,7 +33,8 @@ import recbole
 import torch
 
 import recbole_hetcomp
-from recbole_hetcomp.atomic import atomic_path, file_sha256, write_text_atomically
+from recbole_hetcomp.atomic import (atomic_path, file_sha256, save_weights,
+                                    write_text_atomically)
 
 FORMAT_VERSION = 1
 
@@ -103,7 +104,7 @@ class SeedStore:
                 continue
             path = self._weights(seed, row)
             with atomic_path(path) as tmp:
-                torch.save(state, tmp)
+                save_weights(state, tmp)
             files[row] = {"file": os.path.basename(path), "bytes": os.path.getsize(path),
                           "sha256": file_sha256(path)}
         record = {"format": FORMAT_VERSION, "key": self.key, "seed": seed,

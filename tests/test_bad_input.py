@@ -368,6 +368,21 @@ def test_10_a_late_write_failure_is_one_line_and_loses_nothing(tiny, capsys, mon
     assert result["trajectory"] is not None
 
 
+def test_10_torch_save_failing_on_a_full_disk_is_a_failed_write(tiny, capsys, monkeypatch):
+    # torch's zip writer reports a full disk as a RuntimeError ("unexpected pos"), not an
+    # OSError: the package writer must still end in the one-line failed-write message.
+    import torch
+
+    def zip_writer_full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", zip_writer_full)
+    assert main(merged(["--model=BPR", "--dataset=tiny", *common(tiny)])) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot write the weights"), err
+    assert "unexpected pos" in err[0] and "is the disk full?" in err[0]
+
+
 def test_10_a_run_state_that_cannot_be_written_does_not_stop_the_run(tiny, monkeypatch,
                                                                       caplog):
     import errno

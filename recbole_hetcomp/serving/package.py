@@ -35,7 +35,7 @@ import time
 import numpy as np
 import torch
 
-from recbole_hetcomp.atomic import file_sha256
+from recbole_hetcomp.atomic import file_sha256, save_weights
 from recbole_hetcomp.errors import HetCompError
 
 FORMAT = "recbole-hetcomp-model-package"
@@ -165,7 +165,7 @@ def _free_path(path):
 def _write_contents(stage, model, dataset, factors, index_bytes):
     """Write everything but the card and manifest; returns {file: what it holds}."""
     files = {}
-    torch.save(plain_state(model), os.path.join(stage, WEIGHTS))
+    save_weights(plain_state(model), os.path.join(stage, WEIGHTS))
     files[WEIGHTS] = "state_dict of the model (torch.load(..., weights_only=True))"
     uid, iid = dataset.uid_field, dataset.iid_field
     _write_json(os.path.join(stage, "user_tokens.json"),
