@@ -172,14 +172,35 @@ def check_log_directory(config):
 
 
 def check_output_dirs(config):
-    """The run's directories, writable before anything trains: ``checkpoint_dir`` (model
-    packages, the pipeline's run state; RecBole's trainer creates it) and ``trajectory_dir``
-    when a trajectory is recorded (``check_log_directory`` runs before the log is opened)."""
+    """The run's directories, before anything trains: ``checkpoint_dir`` writable (model
+    packages, the pipeline's run state; RecBole's trainer creates it); ``trajectory_dir`` a
+    directory here, and writable once the split shows a trajectory to store (``check_stores``);
+    ``check_log_directory`` runs before the log is opened."""
     check_writable_directory_key(config, "checkpoint_dir")
-    if config["model"] == STUDENT or config["record_trajectory"]:
-        check_writable_directory_key(config, "trajectory_dir")
-    else:
-        check_directory_key(config, "trajectory_dir")
+    check_directory_key(config, "trajectory_dir")
+
+
+def check_stores(config, split, recorded):
+    """Each trajectory the run will record, if its store does not hold it yet, needs a
+    writable ``trajectory_dir``. A store holding every trajectory the run needs is only read,
+    so a read-only one (shared by a team) serves."""
+    from recbole_hetcomp.teachers import store_path
+
+    for name, tconfig in recorded:
+        store, path = store_path(tconfig, split)
+        if store.exists(path):
+            continue
+        folder = tconfig["trajectory_dir"]
+        problem = writable_dir_problem(folder)
+        if not problem:
+            continue
+        if config["model"] == STUDENT and folder != config["trajectory_dir"]:
+            raise HetCompError(f"teacher {name}: trajectory_dir '{folder}' cannot be written "
+                               f"({problem}) and {name}'s trajectory is not stored there yet: "
+                               "set it in teacher_config")
+        raise HetCompError(f"trajectory_dir '{folder}' cannot be written ({problem}) and "
+                           f"{name}'s trajectory is not stored there yet: set --trajectory_dir "
+                           "to a directory you can write")
 
 
 def check_dataset_name(name):
@@ -324,8 +345,7 @@ def check_run(config, logger):
         tconfig = teacher_config(config, name)
         where = f"teacher {name}: "
         check_numbers(tconfig, where)
-        if tconfig["trajectory_dir"] != config["trajectory_dir"]:
-            check_writable_directory_key(tconfig, "trajectory_dir", where)
+        check_directory_key(tconfig, "trajectory_dir")  # written only if needed: check_stores
         own = {**(config["teacher_config"].get("default") or {}),
                **(config["teacher_config"].get(name) or {})}
         check_unknown_keys(tconfig, logger, own, where=f"teacher_config {name}: ")
@@ -355,6 +375,7 @@ def check_split(config, split, tconfigs):
         if m is not None and m > n_items:
             raise HetCompError(f"trajectory_topk={m} is larger than the catalogue ({n_items} "
                                f"items): lower trajectory_topk")
+    check_stores(config, split, recorded)
     if config["model"] != STUDENT:
         return
     k, l = config["hetcomp_k"], config["hetcomp_l"]

@@ -412,6 +412,17 @@ def teacher_store(tiny):
     return argv, os.path.dirname(manifest)
 
 
+def test_10_a_read_only_store_holding_every_trajectory_is_only_read(tiny, capsys, read_only):
+    # A team's shared store, read-only: a run that needs nothing new from it must work; one
+    # that would add a trajectory is refused before anything trains.
+    argv, _ = teacher_store(tiny)
+    read_only(tiny[1]["trajectory_dir"])  # any temporary file there (every write) now fails
+    pipeline = merged([*argv, "--model=HetCompStudent", "--teachers=[BPR]", "--baseline=~"])
+    assert main(pipeline) == 0, capsys.readouterr().err
+    refused(capsys, [*pipeline, "--teachers=[BPR,CML]"], "trajectory_dir",
+            "Read-only file system", "CML's trajectory is not stored there yet")
+
+
 def rewrite_manifest(path, change):
     file = os.path.join(path, "manifest.json")
     with open(file) as f:
