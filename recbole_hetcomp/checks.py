@@ -153,13 +153,13 @@ def writable_dir_problem(path):
     return None
 
 
-def check_writable_directory_key(config, key, where=""):
+def check_writable_directory_key(config, key):
     """A directory the run will write to must be writable now, not after hours of training."""
     check_directory_key(config, key)
     problem = writable_dir_problem(config[key]) if config[key] is not None else None
     if problem:
-        fix = "set it in teacher_config" if where else f"set --{key} to a directory you can write"
-        raise HetCompError(f"{where}{key} '{config[key]}' cannot be written ({problem}): {fix}")
+        raise HetCompError(f"{key} '{config[key]}' cannot be written ({problem}): set --{key} "
+                           "to a directory you can write")
 
 
 def check_log_directory(config):

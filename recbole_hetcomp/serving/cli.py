@@ -87,8 +87,7 @@ def _recommend(args):
     from recbole_hetcomp.serving.recommender import Recommender, serving_device
 
     if args.info:
-        _write(json.dumps(read_card(args.package), indent=1) + "\n")
-        _flush()
+        _write(json.dumps(read_card(args.package), indent=1) + "\n", flush=True)
         return 0
     if "" in args.user:
         raise HetCompError("--user needs a user token, got an empty one")
@@ -119,7 +118,7 @@ def _recommend(args):
                 # tell popular items from personal ones while every other line keeps its form.
                 marker = [""] if result.fallback else []
                 _write("\t".join([result.user] + marker + [t for t, _ in result]) + "\n")
-    _flush()
+    _write("", flush=True)
     if note:
         what = ("skipped (--unknown-users skip)" if args.unknown_users == "skip"
                 else "they got the most popular items (fallback)")
@@ -133,18 +132,13 @@ def _unknown_note(unknown, total):
     return f"{len(unknown)} of {total} users are not in the package's catalogue ({shown})"
 
 
-def _write(text):
+def _write(text, flush=False):
+    """Standard output, a failed write (full disk) as ``_OutputError``; a closed pipe
+    (``| head``) stays a BrokenPipeError, which is not an error."""
     try:
         sys.stdout.write(text)
-    except BrokenPipeError:
-        raise
-    except OSError as exc:
-        raise _OutputError(f"cannot write the output: {exc.strerror}") from None
-
-
-def _flush():
-    try:
-        sys.stdout.flush()
+        if flush:
+            sys.stdout.flush()
     except BrokenPipeError:
         raise
     except OSError as exc:

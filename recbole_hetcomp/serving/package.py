@@ -278,11 +278,11 @@ def read_manifest(path):
 
 
 def _check_version(path, version):
-    if version == FORMAT_VERSION and _is_count(version):
-        return
     if not _is_count(version):
         raise PackageError(f"'{path}': the manifest is malformed (format_version {version!r} is "
                            "not a number); the package is damaged")
+    if version == FORMAT_VERSION:
+        return
     if version < FORMAT_VERSION:
         raise PackageError(f"'{path}' is a version {version} package, written by an older "
                            f"recbole-hetcomp; this one reads version {FORMAT_VERSION}: export it "
