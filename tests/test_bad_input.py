@@ -219,6 +219,19 @@ def test_5_malformed_inter_file(tiny, tmp_path, capsys, no_training, content, te
     refused(capsys, argv, str(inter), *texts)
 
 
+@pytest.mark.parametrize("suffix", ["user", "item"])
+def test_5_side_file_with_a_byte_order_mark_is_refused(tiny, tmp_path, capsys, no_training,
+                                                        suffix):
+    # The .inter file is fine; the .user / .item file beside it was saved by a Windows editor.
+    os.makedirs(tmp_path / "bad" / "shop")
+    (tmp_path / "bad" / "shop" / "shop.inter").write_text("user_id:token\titem_id:token\n1\t2\n")
+    side = tmp_path / "bad" / "shop" / f"shop.{suffix}"
+    side.write_text(f"\ufeff{suffix}_id:token\tage:float\n1\t3\n", encoding="utf-8")
+    argv = ["--model=HetCompStudent", "--dataset=shop", *common(tiny),
+            f"--data_path={tmp_path / 'bad'}"]
+    refused(capsys, argv, str(side), "byte-order mark", "--encoding=utf-8-sig")
+
+
 def test_5_utf8_sig_encoding_reads_a_file_with_a_byte_order_mark(tmp_path):
     from recbole_hetcomp.data.availability import check_inter_header
 

@@ -46,6 +46,8 @@ def ensure_dataset(config, logger=None):
     if not missing:
         for file in required_inter_files(config):
             check_inter_header(file, config)
+        for suffix in ("user", "item"):  # side features, read when load_col names them
+            check_no_byte_order_mark(os.path.join(path, f"{name}.{suffix}"), config)
         return
     hint = (f"put the RecBole atomic file {os.path.basename(missing[0])} in "
             f"{os.path.abspath(path)}/ (or set --data_path to the directory that holds "
@@ -84,6 +86,27 @@ def _download(url, name, path):
 ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
 
 
+def _refuse_byte_order_mark(path, header):
+    if header.startswith("\ufeff"):
+        # RecBole's pandas reader would keep the mark in the first field's name
+        # ('\ufeffuser_id') and fail on a KeyError, or drop that field; utf-8-sig drops it.
+        raise HetCompError(f"{path} starts with a byte-order mark (UTF-8 with BOM): save it "
+                           "as UTF-8 without BOM, or pass --encoding=utf-8-sig")
+
+
+def check_no_byte_order_mark(path, config):
+    """Refuse an atomic file (``.user``, ``.item``) whose header starts with a BOM, if it exists."""
+    if not os.path.isfile(path):
+        return
+    with open(path, "rb") as f:
+        first = f.read(16)
+    try:
+        header = first.decode(config["encoding"] or "utf-8", errors="ignore")
+    except LookupError:  # an unknown codec: check_inter_header has said so already
+        return
+    _refuse_byte_order_mark(path, header)
+
+
 def check_inter_header(path, config):
     """Refuse an empty ``.inter`` file or one whose first line is not an atomic-file header
     (RecBole would fail deep inside pandas, or load no interactions without a word)."""
@@ -101,11 +124,7 @@ def check_inter_header(path, config):
     except (UnicodeDecodeError, LookupError):
         raise HetCompError(f"{path} is not {config['encoding'] or 'utf-8'} text: save it as "
                            "UTF-8 (or set --encoding)") from None
-    if header.startswith("\ufeff"):
-        # RecBole's pandas reader would keep the mark in the first field's name
-        # ('\ufeffuser_id') and fail on a KeyError; the utf-8-sig codec drops it.
-        raise HetCompError(f"{path} starts with a byte-order mark (UTF-8 with BOM): save it "
-                           "as UTF-8 without BOM, or pass --encoding=utf-8-sig")
+    _refuse_byte_order_mark(path, header)
     fields = [f.strip() for f in header.split(sep)]
     bad = [f for f in fields if f.partition(":")[2] not in ATOMIC_TYPES]
     names = [f.partition(":")[0] for f in fields]
