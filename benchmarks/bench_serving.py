@@ -165,13 +165,18 @@ def main(argv=None):
     fresh = timed_median(lambda: subprocess.run(
         [sys.executable, "-c", "import sys; from recbole_hetcomp.serving import Recommender; "
          "Recommender.load(sys.argv[1]).recommend(['1'], k=10)", package], check=True), 3)
+    command = timed_median(lambda: subprocess.run(
+        [sys.executable, "-m", "recbole_hetcomp.serving.cli", package, "--user", "1",
+         "--format", "tsv"], check=True, stdout=subprocess.DEVNULL), 5)
     lines += ["## (a) Package", "",
               f"- size on disk: {size / 1e6:.2f} MB ({len(os.listdir(package))} files: "
               f"{', '.join(sorted(card['files']))}, manifest, card)",
               f"- load in-process: {load * 1000:.0f} ms with every sha256 checked "
               f"({load_fast * 1000:.0f} ms with verify=False)",
               f"- fresh process (start Python, import, load, one recommendation): "
-              f"{fresh:.2f} s", ""]
+              f"{fresh:.2f} s",
+              f"- the command `hetcomp-recommend PACKAGE --user 1 --format tsv` (a fresh "
+              f"process; serving imports torch, not RecBole): {command:.2f} s", ""]
 
     # (b) one-user latency through the API
     rec, rec_index = Recommender.load(package, use_index=False), Recommender.load(package)

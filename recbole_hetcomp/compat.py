@@ -23,13 +23,18 @@ RecBole 1.2.1 predates numpy 2, scipy 1.13 and torch 2.6. What breaks, and how i
    ``AveragePopularity.get_pop`` looks items up one by one: both are replaced by the same
    arithmetic on arrays (``tests/test_compat.py`` checks them against RecBole's own).
 
-``apply()`` is idempotent and runs when ``recbole_hetcomp`` is imported.
+``apply()`` is idempotent. Importing ``recbole_hetcomp`` calls ``install()``, which runs it at
+once if RecBole is already imported and otherwise right after RecBole's first import, by anyone.
+So code that never touches RecBole (serving a model package, ``hetcomp-recommend``) does not pay
+the ~2.5 s of importing it, and RecBole is never seen unmended.
 """
 
+import importlib.abc
+import importlib.util
+import sys
 import warnings
 
 import numpy as np
-import scipy.sparse as sp
 
 _NUMPY_ALIASES = {
     "float_": np.float64,
@@ -111,6 +116,8 @@ def apply():
     global _applied
     if _applied:
         return
+    import scipy.sparse as sp
+
     for name, alias in _NUMPY_ALIASES.items():
         if _missing(np, name):
             setattr(np, name, alias)
@@ -128,4 +135,32 @@ def apply():
     _applied = True
 
 
-apply()
+class _ApplyAfterRecBoleImport(importlib.abc.MetaPathFinder):
+    """Finds ``recbole`` with the other finders, then runs ``apply()`` once it has executed.
+
+    RecBole's own ``__init__`` only sets ``__version__``, so nothing of RecBole runs unmended:
+    every module that reads the old numpy names is imported after ``apply()`` set them.
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "recbole":
+            return None
+        sys.meta_path.remove(self)  # once: the real finders locate recbole below
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            execute = spec.loader.exec_module
+
+            def execute_then_apply(module):
+                execute(module)
+                apply()
+
+            spec.loader.exec_module = execute_then_apply
+        return spec
+
+
+def install():
+    """Mend RecBole now if it is imported, else as soon as it is (idempotent)."""
+    if "recbole" in sys.modules:
+        apply()
+    elif not any(isinstance(f, _ApplyAfterRecBoleImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _ApplyAfterRecBoleImport())

@@ -1,5 +1,8 @@
 """compat.py's replacements of RecBole's evaluator pieces give RecBole's own answers."""
 
+import subprocess
+import sys
+import textwrap
 from collections import Counter
 
 import numpy as np
@@ -60,3 +63,47 @@ def collector_with_int():
     collector.data_struct = DataStruct()
     collector.data_struct.set("data.num_items", 7)
     return collector
+
+
+def _fresh_python(code):
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, check=True)
+    return done.stdout.split()
+
+
+def test_recbole_imported_after_the_package_is_mended_on_its_first_import():
+    # Importing recbole_hetcomp no longer imports RecBole; the hook must mend it when anyone
+    # (here a user's own `from recbole.config import Config`) imports it later.
+    printed = _fresh_python("""
+        import sys
+        import recbole_hetcomp
+        print("recbole" in sys.modules)
+        from recbole.evaluator.collector import Collector
+        from recbole.evaluator import metrics
+        import numpy as np
+        from recbole_hetcomp import compat
+        print(Collector.get_data_struct is compat._get_data_struct,
+              metrics.TailPercentage.get_tail is compat._get_tail, np.float_ is np.float64)
+    """)
+    assert printed == ["False", "True", "True", "True"]
+
+
+def test_recbole_imported_before_the_package_is_mended_at_once():
+    printed = _fresh_python("""
+        import recbole.evaluator.collector as collector
+        import recbole_hetcomp
+        from recbole_hetcomp import compat
+        print(collector.Collector.get_data_struct is compat._get_data_struct)
+    """)
+    assert printed == ["True"]
+
+
+def test_the_serving_clis_import_neither_torch_nor_recbole_before_their_main_runs():
+    # Everything heavy is imported inside recommend_main / serve_main, where Ctrl-C is caught
+    # (exit 130, no traceback) and --help answers at once.
+    printed = _fresh_python("""
+        import sys
+        import recbole_hetcomp.serving.cli
+        print(sorted(m for m in ("torch", "recbole", "scipy") if m in sys.modules) or "none")
+    """)
+    assert printed == ["none"]

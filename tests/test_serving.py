@@ -108,11 +108,11 @@ def test_loaded_in_a_fresh_process_scores_equal_the_trained_model(run):
         from recbole_hetcomp.serving import Recommender
         rec = Recommender.load({path!r})
         np.save({str(out)!r}, rec.scores(np.arange(rec.n_users + 1)).numpy())
-        print("torch.load" in sys.modules and "no", "recbole.data.dataset" in sys.modules)
+        print("recbole" in sys.modules)
     """)
     printed = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
                              text=True).stdout.split()
-    assert printed[-1] == "False"  # no RecBole dataset was built to serve
+    assert printed[-1] == "False"  # serving imports no RecBole at all (nor builds a dataset)
     np.testing.assert_allclose(np.load(out), run["scores"][path], rtol=1e-6, atol=1e-6)
 
 
