@@ -121,6 +121,27 @@ def test_ties_are_broken_by_the_lower_item_id():
         assert torch.equal(ids, got)
 
 
+def test_a_tie_only_across_the_cut_is_broken_by_the_lower_item_id():
+    # The first k - 1 places hold distinct scores and the k-th place is a tie among hundreds of
+    # zero-scored items: the top-k values alone show no tie, only the (k+1)-th one does. By the
+    # spec's rule (score, then the smaller item id) the k-th item is the smallest allowed zero.
+    gen = torch.Generator().manual_seed(3)
+    rows, n, k = 32, 500, 10
+    scores = torch.zeros(rows, n)
+    for row in range(rows):
+        scores[row, torch.randperm(n, generator=gen)[:k - 1]] = torch.arange(
+            k - 1, 0, -1, dtype=torch.float32)
+    exclude = torch.zeros(rows, n, dtype=torch.bool)
+    exclude[:, 0] = True
+    got = masked_topk(scores, exclude, k)
+    for row in range(rows):
+        expected = sorted(range(1, n), key=lambda i: (-scores[row, i].item(), i))[:k]
+        assert got[row].tolist() == expected
+    for exact in (True, False):
+        assert torch.equal(topk_by_id(scores.masked_fill(exclude, float("-inf")), k,
+                                      exact=exact)[1], got)
+
+
 def test_recorder_lists_break_ties_by_id(tiny):
     _, base = tiny
     config = Config("BPR", "tiny", config_dict=base)

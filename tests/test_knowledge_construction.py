@@ -153,6 +153,25 @@ def test_discrepancy_matches_spec_to_1e12(seed):
     assert out[4, 0].item() == out[4, 1].item()
 
 
+def test_discrepancy_of_a_student_list_shorter_than_n():
+    # Spec, section 4: the ideal DCG assumes all n positions hit, so a student list of one item
+    # (n = 3) that hits misses positions 1 and 2: g_0 = 1, g_1 = (2^exp(-0.1) - 1) / log2 3 =
+    # 0.55038, g_2 = (2^exp(-0.2) - 1) / log2 4 = 0.38193, D = 1 - 1 / (1 + g_1 + g_2) = 0.48248.
+    out = discrepancy(torch.tensor([[4]]), torch.tensor([[4, 5, 6]]), n=3).item()
+    g1 = (2 ** math.exp(-0.1) - 1) / math.log2(3)
+    g2 = (2 ** math.exp(-0.2) - 1) / 2
+    assert out == pytest.approx(1 - 1 / (1 + g1 + g2), abs=1e-15)
+    assert round(out, 5) == 0.48248
+    # and random short lists (4 columns, n = 6) against the reference loop
+    gen = torch.Generator().manual_seed(7)
+    student = torch.stack([torch.randperm(11, generator=gen)[:4] + 1 for _ in range(5)])
+    teacher = torch.stack([torch.randperm(11, generator=gen)[:8] + 1 for _ in range(5)])
+    out = discrepancy(student, teacher, n=6)
+    for i in range(5):
+        ref = reference_discrepancy(student[i].tolist(), teacher[i].tolist(), 6)
+        assert abs(out[i].item() - ref) < 1e-12
+
+
 def test_discrepancy_padding_never_hits():
     student = torch.tensor([[0, 0, 5]])
     teacher = torch.tensor([[0, 0, 0]])
@@ -267,6 +286,7 @@ def test_advance_rule_edge_cases():
     for d_old, teacher, advanced in [
         (0.0, 0, True),    # 0 / 0 counts as advancing
         (0.5, 0, True),    # x / 0 too
+        (1.0, 0, True),    # 1 / 0 = inf > th: no hit before, a perfect match now
         (1.0, 1, False),   # ratio exactly 1, threshold above 1: stay
         (0.5, 1, True),    # ratio below 1
     ]:

@@ -329,6 +329,70 @@ def test_knowledge_construction_runs_every_period_from_epoch_p_until_the_switch(
     assert len(calls) == 4
 
 
+@pytest.mark.parametrize("share, at_last, switches", [
+    (0.995, 1.0, True),   # every real user there; the padding user 0 is no user
+    (0.5, 0.5, True),     # exactly the configured share
+    (0.5, 0.45, False),   # just short of it
+])
+def test_switch_rule_counts_real_users_at_the_configured_share(tiny, share, at_last, switches):
+    """Spec, section 4: the rank loss takes over once (almost) every (user, teacher) pair reached
+    the last snapshot, 'almost' being the configured share (switch_share); user 0 is RecBole's
+    padding user, whose empty lists never move it, and is not one of the pairs."""
+    _, base = tiny
+    trainer, _, _ = _student_trainer(base, kc_period=1, switch_share=share)
+    knowledge = trainer.knowledge
+    knowledge.construct = lambda *args, **kwargs: None  # the pairs stay where they are put
+    last = knowledge.n_snapshots - 1
+    users = knowledge.n_users - 1                        # real users 1..U-1, one teacher
+    moved = round(at_last * users)
+    assert moved / users == pytest.approx(at_last)       # the share under test is met exactly
+    knowledge.state.choice.zero_()
+    knowledge.state.choice[1:1 + moved] = last           # user 0 stays at snapshot 0
+    trainer._before_epoch(1)                             # epoch p = 1: construction, switch check
+    assert trainer.switched == switches
+    assert trainer.kc_history[-1]["loss"] == ("rank" if switches else "overall")
+
+
+def test_construction_rebuilds_the_targets_from_the_new_choices():
+    """Spec, section 4: after the pairs move, T_u is rebuilt from the new snapshot choices. With
+    one teacher, T_u is that teacher's chosen snapshot list cut to K (importance exp(-r/T)
+    falls with the rank); a threshold below 1 moves every pair one snapshot per call."""
+    import numpy as np
+    import torch
+
+    from recbole_hetcomp.trainer.knowledge_set import KnowledgeSet
+    from recbole_hetcomp.trajectory import Trajectory
+
+    n_users, c, m, n_items, k = 7, 3, 6, 40, 4
+    rng = np.random.default_rng(0)
+    rankings = np.zeros((c, n_users, m), dtype=np.uint16)
+    for snapshot in range(c):
+        for user in range(1, n_users):  # items 1 and 2 are everyone's training items
+            rankings[snapshot, user] = rng.choice(np.arange(3, n_items), size=m, replace=False)
+    observed = np.zeros((n_users, m), dtype=np.uint16)
+    observed[1:, :2] = [1, 2]
+    history = torch.zeros(n_users, 2, dtype=torch.long)
+    history[1:] = torch.tensor([1, 2])
+    knowledge = KnowledgeSet([Trajectory(rankings, observed, {"teacher": "T"})], history,
+                             n_items, k=k, l=2)
+    gen = torch.Generator().manual_seed(0)
+    scores = lambda users: torch.randn(len(users), n_items, generator=gen)
+
+    def expect(snapshot):
+        assert knowledge.state.choice[1:].eq(snapshot).all()
+        for user in range(1, n_users):
+            assert knowledge.targets[user].tolist() == rankings[snapshot, user, :k].tolist()
+            assert knowledge.target_mask[user].all()
+
+    expect(0)
+    knowledge.construct(scores, 10, 10, 0.9, 0.995, n=5)  # first call: only remembers
+    expect(0)
+    knowledge.construct(scores, 20, 10, 0.9, 0.995, n=5)  # th = 0.9 * 0.995^2 < 1: all move
+    expect(1)
+    knowledge.construct(scores, 30, 10, 0.9, 0.995, n=5)
+    expect(2)
+
+
 @pytest.mark.parametrize("switched", [False, True])
 def test_student_loss_is_the_weighted_sum_over_the_batch_distinct_users(tiny, switched):
     """Spec, section 3: each user of a batch counts once (a batch holds interactions, so users
