@@ -1,7 +1,8 @@
 """Mutation check: do the tests catch plausible mistakes in reading the HetComp method?
 
-Each mutation below models one way of misreading ``/work/shared/docs/hetcomp-method.md`` (or
-the code's own documented contract): an exact source snippet, its replacement, the bug it
+Each mutation below models one way of misreading the method spec
+(``../shared/docs/hetcomp-method.md``, beside the checkout) or the code's own documented
+contract: an exact source snippet, its replacement, the bug it
 stands for, and the narrow set of tests that should notice. For each mutation the script edits
 a throw-away copy of the repository (never the working tree), runs those tests there with
 ``pytest -x -q -p no:cacheprovider`` and records
