@@ -149,6 +149,12 @@ def test_3_yaml_tags_never_build_objects(tiny, tmp_path, capsys, no_training):
     (["--teacher_config={'CML': {'trajectory_topk': 20}}"], ["same trajectory_snapshots"]),
     (["--trajectory_fractions=[0.9,0.5,0.7]"], ["trajectory_fractions", "ascending"]),
     (["--baseline_learning_rates=[0.01,-1]"], ["baseline_learning_rates"]),
+    # valid_metric outside metrics x topk: RecBole's KeyError after the first validation
+    (["--topk=[5]"], ["valid_metric Recall@10 is not among the metrics computed",
+                      "recall@5"]),
+    (["--valid_metric=MRR@10"], ["valid_metric MRR@10", "--valid_metric"]),
+    (["--teacher_config={'default': {'epochs': 1}, 'CML': {'valid_metric': 'NDCG@5'}}"],
+     ["teacher CML: valid_metric NDCG@5 "]),
 ])
 def test_4_5_pipeline_mistakes_before_any_training(tiny, capsys, no_training, args, texts):
     refused(capsys, ["--model=HetCompStudent", "--dataset=tiny", *common(tiny), *args], *texts)
@@ -158,6 +164,9 @@ def test_4_5_single_model_mistakes(tiny, capsys, no_training):
     argv = ["--model=BPR", "--dataset=tiny", *common(tiny)]
     refused(capsys, argv + ["--epochs=-3"], "epochs must be a positive integer, got -3")
     refused(capsys, argv + ["--trajectory_topk=500"], "trajectory_topk=500", "catalogue")
+    refused(capsys, argv + ["--metrics=['Recall','NDCG','Hit']", "--topk=[10,20]",
+                            "--valid_metric=NDCG@50"], "valid_metric NDCG@50",
+            "recall@10, recall@20, ndcg@10, ndcg@20, hit@10, hit@20")
 
 
 def test_4_without_recording_trajectory_topk_is_not_held_against_the_catalogue(
