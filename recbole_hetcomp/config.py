@@ -121,7 +121,9 @@ class Config(RecBoleConfig):
             where = f" (line {mark.line + 1})" if mark else ""
             raise HetCompError(f"malformed YAML in a config file{where}: "
                                f"{getattr(exc, 'problem', exc)}") from None
-        except (NotImplementedError, KeyError) as exc:
+        except (NotImplementedError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+            # RecBole's own checks of metrics, topk, eval_args, train_neg_sample_args...
+            # (--topk=0, ranking and value metrics mixed): its message, without the traceback
             raise HetCompError(f"bad configuration: {exc}") from None
         self._check_value_types()
         if is_cuda(self.final_config_dict["device"]) and "eval_batch_size" not in \
