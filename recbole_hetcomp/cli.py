@@ -16,6 +16,10 @@ class OneLineParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see --help)")
 
 
+#: What runs when neither the command line nor a config file names a model or dataset.
+DEFAULTS = {"model": "HetCompStudent", "dataset": "ml-100k"}
+
+
 def parse(argv):
     # allow_abbrev=False: "--data=x" must not silently mean "--dataset=x"; an unknown key
     # close to a decisive one (dataset, data_path, model...) is refused with its suggestion
@@ -24,12 +28,15 @@ def parse(argv):
         description="Train a recommender or distil a heterogeneous ensemble (HetComp) with "
                     "RecBole. Any other --key=value overrides a RecBole/recbole-hetcomp "
                     "config key.")
-    parser.add_argument("--model", "-m", default="HetCompStudent",
+    # No argparse defaults: a model or dataset named in a config file must not be overridden
+    # by a default the user never typed (model: BPR in a.yaml started the whole pipeline).
+    parser.add_argument("--model", "-m", default=None,
                         help="model name: HetCompStudent (the full pipeline), a teacher such "
-                             "as CML or ItemVAE, or any RecBole general model (default: "
-                             "%(default)s)")
-    parser.add_argument("--dataset", "-d", default="ml-100k",
-                        help="dataset name (default: %(default)s, bundled with RecBole)")
+                             "as CML or ItemVAE, or any RecBole general model (default: the "
+                             f"config files' model, else {DEFAULTS['model']})")
+    parser.add_argument("--dataset", "-d", default=None,
+                        help="dataset name (default: the config files' dataset, else "
+                             f"{DEFAULTS['dataset']}, bundled with RecBole)")
     parser.add_argument("--config_files", type=str, default=None,
                         help="config files, separated by spaces")
     for arg in argv:
@@ -37,7 +44,27 @@ def parse(argv):
             raise UsageError(f"unrecognised argument '{arg}': use --key=value")
     args, rest = parser.parse_known_args(argv)
     files = args.config_files.split() if args.config_files else None
+    for key in ("model", "dataset"):
+        if getattr(args, key) is None and not _in_config_files(key, files):
+            setattr(args, key, DEFAULTS[key])
     return args, files, rest
+
+
+def _in_config_files(key, files):
+    """Whether a config file sets ``key`` (then the Config takes it from there, at the files'
+    priority). A file that cannot be read counts as not setting it: the Config names the
+    problem."""
+    import yaml
+
+    for path in files or []:
+        try:
+            with open(path, encoding="utf-8") as f:
+                loaded = yaml.safe_load(f)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if isinstance(loaded, dict) and loaded.get(key) is not None:
+            return True
+    return False
 
 
 def main(argv=None):
