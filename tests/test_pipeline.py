@@ -361,3 +361,21 @@ def test_student_loss_is_the_weighted_sum_over_the_batch_distinct_users(tiny, sw
     trainer.rank_top = (5, 3)  # T_u has K = 5 items here
     got = trainer._train_epoch([interaction], 1)
     assert got == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_single_model_result_has_run_recboles_keys_in_metric_order(tiny):
+    # run_recbole returns best_valid_score and valid_score_bigger; a model taken from the
+    # trajectory store (the second run) lacked best_valid_score, and its results came back in
+    # sorted key order from the manifest.
+    _, base = tiny
+    config = {**base, "metrics": ["Recall", "NDCG", "Hit"], "topk": [10, 5],
+              "export_model": False}
+    for record in (False, True, True):  # trained; trained and recorded; taken from the store
+        result = run_hetcomp("BPR", "tiny", config_dict={**config, "record_trajectory": record})
+        columns = ["recall@10", "recall@5", "ndcg@10", "ndcg@5", "hit@10", "hit@5"]
+        assert result["columns"] == columns
+        assert list(result["test_result"]) == columns
+        assert list(result["best_valid_result"]) == columns
+        assert result["best_valid_score"] == result["best_valid_result"]["recall@10"]
+        assert result["valid_score_bigger"] is True
+    assert "trajectory" in result  # the last one came from the store
