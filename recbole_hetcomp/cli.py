@@ -45,17 +45,18 @@ def parse(argv):
     args, rest = parser.parse_known_args(argv)
     files = args.config_files.split() if args.config_files else None
     for key in ("model", "dataset"):
-        if getattr(args, key) is None and not _in_config_files(key, files):
+        if getattr(args, key) is None and _from_config_files(key, files) is None:
             setattr(args, key, DEFAULTS[key])
     return args, files, rest
 
 
-def _in_config_files(key, files):
-    """Whether a config file sets ``key`` (then the Config takes it from there, at the files'
-    priority). A file that cannot be read counts as not setting it: the Config names the
-    problem."""
+def _from_config_files(key, files):
+    """The value the config files give ``key`` (the last file's), or None; the Config then
+    takes it from there, at the files' priority. A file that cannot be read counts as not
+    setting it: the Config names the problem."""
     import yaml
 
+    value = None
     for path in files or []:
         try:
             with open(path, encoding="utf-8") as f:
@@ -63,8 +64,8 @@ def _in_config_files(key, files):
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             continue
         if isinstance(loaded, dict) and loaded.get(key) is not None:
-            return True
-    return False
+            value = loaded[key]
+    return value
 
 
 def main(argv=None):
@@ -94,7 +95,14 @@ def main(argv=None):
               "seeds in the run state", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: finished teachers stay in the trajectory store and finished seeds "
-              "in the run state; run the same command again to resume", file=sys.stderr)
+        model = args.model or _from_config_files("model", files)
+        if model == DEFAULTS["model"]:
+            print("interrupted: finished teachers stay in the trajectory store and finished "
+                  "seeds in the run state; run the same command again to resume",
+                  file=sys.stderr)
+        else:  # one model: its training does not resume
+            print(f"interrupted: {model} was not finished (a single model's training does not "
+                  "resume); run the same command again to train it from the start",
+                  file=sys.stderr)
         return 130
     return 0

@@ -145,3 +145,21 @@ def test_model_and_dataset_from_a_config_file_are_not_overridden(tiny, tmp_path,
     assert main([f"--config_files={empty}"]) == 0  # nothing named: the documented defaults
     assert seen == [("BPR", "tiny"), ("CML", "tiny"), ("NeuMF", "tiny"),
                     ("HetCompStudent", "ml-100k")]
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["--model=BPR"], "interrupted: BPR was not finished (a single model's training does not "
+                      "resume); run the same command again to train it from the start"),
+    ([], "interrupted: finished teachers stay in the trajectory store and finished seeds in "
+         "the run state; run the same command again to resume"),
+])
+def test_ctrl_c_says_what_a_rerun_does(monkeypatch, capsys, argv, text):
+    # A single model was told it would "resume" from teachers and seeds it does not have.
+    import recbole_hetcomp.quick_start as quick_start
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(quick_start, "run_hetcomp", stopped)
+    assert main(argv) == 130
+    assert capsys.readouterr().err.strip() == text
