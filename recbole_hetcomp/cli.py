@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -20,11 +21,17 @@ class OneLineParser(argparse.ArgumentParser):
 DEFAULTS = {"model": "HetCompStudent", "dataset": "ml-100k"}
 
 
+def _prog_name():
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name in ("hetcomp", "run_hetcomp.py") else "run_hetcomp.py"
+
+
 def parse(argv):
     # allow_abbrev=False: "--data=x" must not silently mean "--dataset=x"; an unknown key
     # close to a decisive one (dataset, data_path, model...) is refused with its suggestion
+    # prog: the name it was started by (run_hetcomp.py or the hetcomp console script)
     parser = OneLineParser(
-        prog="run_hetcomp.py", allow_abbrev=False,
+        prog=_prog_name(), allow_abbrev=False,
         description="Train a recommender or distil a heterogeneous ensemble (HetComp) with "
                     "RecBole. Any other --key=value overrides a RecBole/recbole-hetcomp "
                     "config key.")

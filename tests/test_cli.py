@@ -163,3 +163,14 @@ def test_ctrl_c_says_what_a_rerun_does(monkeypatch, capsys, argv, text):
     monkeypatch.setattr(quick_start, "run_hetcomp", stopped)
     assert main(argv) == 130
     assert capsys.readouterr().err.strip() == text
+
+
+@pytest.mark.parametrize("argv0, usage", [("/usr/local/bin/hetcomp", "usage: hetcomp "),
+                                          ("run_hetcomp.py", "usage: run_hetcomp.py ")])
+def test_help_names_the_command_it_was_started_by(monkeypatch, capsys, argv0, usage):
+    # `hetcomp --help` printed "usage: run_hetcomp.py", a file the installed command lacks.
+    monkeypatch.setattr(sys, "argv", [argv0, "--help"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith(usage)
