@@ -276,7 +276,9 @@ def test_variants_plan_and_best_teacher(tiny):
     ({"ensemble_weights": [1, 2, 3]}, "ensemble_weights lists 3 weights for 2 teachers"),
     ({"ensemble_weights": [0, 0]}, "must be non-negative numbers, not all 0"),
     ({"ensemble_weights": "best"}, "ensemble_weights must be uniform, validation or a list"),
-    ({"valid_metric": "AUC"}, "must be one of Recall, NDCG, Hit, Precision, MRR"),
+    ({"valid_metric": "AUC"}, "valid_metric AUC is not among the metrics computed"),
+    # computed (a default metric), but no ranking metric the ensemble weights can be fitted on
+    ({"valid_metric": "GiniIndex@10"}, "must be one of Recall, NDCG, Hit, Precision, MRR"),
     ({"knowledge_transfer": "listwise"}, "knowledge_transfer must be one of"),
     ({"distillation_baselines": ["RRD"]}, "RRD: kd_teacher_n=100 must be an integer in 1..20"),
     ({"distillation_baselines": ["DCD"], "kd_teacher_n": 10, "dcd_epsilon": 0},
