@@ -76,6 +76,24 @@ def check_numbers(config, where=""):
             raise HetCompError(f"{where}{key} must be one of {', '.join(allowed)}, got "
                                f"{config[key]!r}")
     check_fractions(config, where)
+    check_valid_metric(config, where)
+
+
+def check_valid_metric(config, where=""):
+    """``valid_metric`` must be one of the results ``metrics`` x ``topk`` computes: RecBole
+    looks it up after the first validation and stops on a KeyError (after minutes of a
+    teacher's training, in a pipeline run)."""
+    from recbole_hetcomp.report import metric_columns
+
+    metric, metrics, topk = config["valid_metric"], config["metrics"], config["topk"]
+    if not isinstance(metric, str) or metrics is None or topk is None:
+        return
+    computed = metric_columns(metrics, topk)
+    if metric.lower() not in computed:
+        raise HetCompError(
+            f"{where}valid_metric {metric} is not among the metrics computed (metrics x topk: "
+            f"{', '.join(computed)}): set --valid_metric to one of them, or add its metric to "
+            "metrics and its cut-off to topk")
 
 
 def check_fractions(config, where=""):

@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -16,20 +17,33 @@ class OneLineParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see --help)")
 
 
+#: What runs when neither the command line nor a config file names a model or dataset.
+DEFAULTS = {"model": "HetCompStudent", "dataset": "ml-100k"}
+
+
+def _prog_name():
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name in ("hetcomp", "run_hetcomp.py") else "run_hetcomp.py"
+
+
 def parse(argv):
     # allow_abbrev=False: "--data=x" must not silently mean "--dataset=x"; an unknown key
     # close to a decisive one (dataset, data_path, model...) is refused with its suggestion
+    # prog: the name it was started by (run_hetcomp.py or the hetcomp console script)
     parser = OneLineParser(
-        prog="run_hetcomp.py", allow_abbrev=False,
+        prog=_prog_name(), allow_abbrev=False,
         description="Train a recommender or distil a heterogeneous ensemble (HetComp) with "
                     "RecBole. Any other --key=value overrides a RecBole/recbole-hetcomp "
                     "config key.")
-    parser.add_argument("--model", "-m", default="HetCompStudent",
+    # No argparse defaults: a model or dataset named in a config file must not be overridden
+    # by a default the user never typed (model: BPR in a.yaml started the whole pipeline).
+    parser.add_argument("--model", "-m", default=None,
                         help="model name: HetCompStudent (the full pipeline), a teacher such "
-                             "as CML or ItemVAE, or any RecBole general model (default: "
-                             "%(default)s)")
-    parser.add_argument("--dataset", "-d", default="ml-100k",
-                        help="dataset name (default: %(default)s, bundled with RecBole)")
+                             "as CML or ItemVAE, or any RecBole general model (default: the "
+                             f"config files' model, else {DEFAULTS['model']})")
+    parser.add_argument("--dataset", "-d", default=None,
+                        help="dataset name (default: the config files' dataset, else "
+                             f"{DEFAULTS['dataset']}, bundled with RecBole)")
     parser.add_argument("--config_files", type=str, default=None,
                         help="config files, separated by spaces")
     for arg in argv:
@@ -37,7 +51,28 @@ def parse(argv):
             raise UsageError(f"unrecognised argument '{arg}': use --key=value")
     args, rest = parser.parse_known_args(argv)
     files = args.config_files.split() if args.config_files else None
+    for key in ("model", "dataset"):
+        if getattr(args, key) is None and _from_config_files(key, files) is None:
+            setattr(args, key, DEFAULTS[key])
     return args, files, rest
+
+
+def _from_config_files(key, files):
+    """The value the config files give ``key`` (the last file's), or None; the Config then
+    takes it from there, at the files' priority. A file that cannot be read counts as not
+    setting it: the Config names the problem."""
+    import yaml
+
+    value = None
+    for path in files or []:
+        try:
+            with open(path, encoding="utf-8") as f:
+                loaded = yaml.safe_load(f)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if isinstance(loaded, dict) and loaded.get(key) is not None:
+            value = loaded[key]
+    return value
 
 
 def main(argv=None):
@@ -67,7 +102,14 @@ def main(argv=None):
               "seeds in the run state", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: finished teachers stay in the trajectory store and finished seeds "
-              "in the run state; run the same command again to resume", file=sys.stderr)
+        model = args.model or _from_config_files("model", files)
+        if model == DEFAULTS["model"]:
+            print("interrupted: finished teachers stay in the trajectory store and finished "
+                  "seeds in the run state; run the same command again to resume",
+                  file=sys.stderr)
+        else:  # one model: its training does not resume
+            print(f"interrupted: {model} was not finished (a single model's training does not "
+                  "resume); run the same command again to train it from the start",
+                  file=sys.stderr)
         return 130
     return 0

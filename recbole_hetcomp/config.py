@@ -121,7 +121,9 @@ class Config(RecBoleConfig):
             where = f" (line {mark.line + 1})" if mark else ""
             raise HetCompError(f"malformed YAML in a config file{where}: "
                                f"{getattr(exc, 'problem', exc)}") from None
-        except (NotImplementedError, KeyError) as exc:
+        except (NotImplementedError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+            # RecBole's own checks of metrics, topk, eval_args, train_neg_sample_args...
+            # (--topk=0, ranking and value metrics mixed): its message, without the traceback
             raise HetCompError(f"bad configuration: {exc}") from None
         self._check_value_types()
         if is_cuda(self.final_config_dict["device"]) and "eval_batch_size" not in \
@@ -204,6 +206,9 @@ class Config(RecBoleConfig):
                 continue
             if not isinstance(loaded, dict):
                 raise HetCompError(f"config file '{path}' must hold 'key: value' lines")
+            for value in loaded.values():
+                if isinstance(value, dict):
+                    _refuse_keys_without_space(value, f"config file '{path}'")
             merged.update(loaded)
         return merged
 
@@ -309,7 +314,22 @@ def _parse_mapping(text):
         value = yaml.load(text, Loader=SafeConfigLoader)
     except yaml.YAMLError:
         return text
-    return value if isinstance(value, dict) else text
+    if not isinstance(value, dict):
+        return text
+    _refuse_keys_without_space(value, text)
+    return value
+
+
+def _refuse_keys_without_space(mapping, text):
+    """YAML reads ``{epochs:2}`` as the key 'epochs:2' with no value: the setting would be
+    ignored (a warning about an unknown key), and teachers trained at their full budgets."""
+    for key, value in mapping.items():
+        if isinstance(key, str) and ":" in key and value is None:
+            name, _, rest = key.partition(":")
+            raise HetCompError(f"'{key}' in {text} reads as one key without a value: YAML "
+                               f"needs a space after the colon ({name}: {rest})")
+        if isinstance(value, dict):
+            _refuse_keys_without_space(value, text)
 
 
 def _type_name(value):

@@ -22,8 +22,8 @@ from recbole_hetcomp.device import batch_users
 from recbole_hetcomp.ensemble import choose_weights, ensemble_row
 from recbole_hetcomp.errors import HetCompError, os_error_text
 from recbole_hetcomp.registry import get_model
-from recbole_hetcomp.report import (format_metrics, seeded_row, teacher_row,
-                                    write_report)
+from recbole_hetcomp.report import (format_metrics, in_column_order, metric_columns,
+                                    seeded_row, teacher_row, write_report)
 from recbole_hetcomp.run_state import SeedStore
 from recbole_hetcomp.serving.export import check_export_settings, export_model
 from recbole_hetcomp.serving.package import plain_state
@@ -299,21 +299,22 @@ def _export_teacher(tconfig, split, trajectory, logger):
                         test_result=trajectory.manifest["test_result"])
 
 
-def _log_test(name, seed, result, logger):
+def _log_test(name, seed, result, logger, columns=()):
     # Each seed's numbers reach the log as soon as they exist (a long multi-seed run that is
     # stopped still leaves them).
     logger.info(set_color(f"{name} seed {seed} test result", "yellow")
-                + f": {format_metrics(result['test_result'])}")
+                + f": {format_metrics(in_column_order(result['test_result'], columns))}")
 
 
 def _log_outcome(config, outcome, logger):
     """The test lines of a seed that was trained elsewhere (a Ray worker, an earlier run)."""
     seed = outcome["seed"]
-    _log_test("HetCompStudent", seed, outcome["student"], logger)
+    columns = metric_columns(config["metrics"], config["topk"])  # a file keeps sorted keys
+    _log_test("HetCompStudent", seed, outcome["student"], logger, columns)
     if outcome["baseline"] is not None:
-        _log_test(config["baseline"], seed, outcome["baseline"], logger)
+        _log_test(config["baseline"], seed, outcome["baseline"], logger, columns)
     for variant in outcome["variants"]:
-        _log_test(variant["row"], seed, variant["result"], logger)
+        _log_test(variant["row"], seed, variant["result"], logger, columns)
 
 
 def _seeded_row(name, results, kind):

@@ -18,7 +18,8 @@ from recbole_hetcomp.config import Config
 from recbole_hetcomp.device import describe
 from recbole_hetcomp.data.split import build_split
 from recbole_hetcomp.errors import HetCompError
-from recbole_hetcomp.report import format_metrics, metric_columns, model_row
+from recbole_hetcomp.report import (format_metrics, in_column_order, metric_columns,
+                                    model_row)
 from recbole_hetcomp.serving.export import check_export_settings, export_model
 from recbole_hetcomp.teachers import load_teacher, store_trajectory, train_teacher
 from recbole_hetcomp.training import train_model
@@ -52,8 +53,9 @@ def run_hetcomp(model=None, dataset=None, config_file_list=None, config_dict=Non
           baseline, student in a pipeline run; the one model otherwise).
 
         A pipeline run adds ``runs`` (per-seed histories), ``summary`` and the written
-        ``markdown``, ``json`` and ``plot`` paths; a single model adds ``best_valid_result``,
-        ``best_epoch``, ``train_seconds``, and, when recorded, ``trajectory`` and
+        ``markdown``, ``json`` and ``plot`` paths; a single model adds, as RecBole's
+        ``run_recbole``, ``best_valid_score``, ``valid_score_bigger`` and ``best_valid_result``,
+        then ``best_epoch``, ``train_seconds``, and, when recorded, ``trajectory`` and
         ``snapshot_epochs``; ``package`` is the model package written (``export_model``;
         the pipeline's are in ``packages``), or None.
     """
@@ -88,8 +90,14 @@ def run_hetcomp(model=None, dataset=None, config_file_list=None, config_dict=Non
         result["trajectory"] = trajectory
     else:
         model, _, result = train_model(config, split, logger)
-    result.update(model=config["model"], dataset=config["dataset"],
-                  columns=metric_columns(config["metrics"], config["topk"]))
+    columns = metric_columns(config["metrics"], config["topk"])
+    result.update(model=config["model"], dataset=config["dataset"], columns=columns,
+                  test_result=in_column_order(result["test_result"], columns),
+                  best_valid_result=in_column_order(result["best_valid_result"], columns),
+                  # run_recbole's keys, whether the model was trained now or taken from the store
+                  best_valid_score=result["best_valid_result"].get(config["valid_metric"].lower(),
+                                                                   result.get("best_valid_score")),
+                  valid_score_bigger=config["valid_metric_bigger"])
     result["rows"] = [model_row(config["model"], "model", result["test_result"],
                                 result["n_params"], result["inference_ms_per_1000_users"],
                                 result["train_seconds"])]

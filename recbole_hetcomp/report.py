@@ -17,6 +17,13 @@ def metric_columns(metrics, topk):
     return [f"{m.lower()}@{k}" for m in metrics for k in topk]
 
 
+def in_column_order(result, columns):
+    """``result`` with the keys of ``columns`` first, in that order, as RecBole returns them
+    (a result read back from a trajectory manifest or a run-state file is in sorted order)."""
+    return {**{k: result[k] for k in columns if k in result},
+            **{k: v for k, v in result.items() if k not in columns}}
+
+
 def format_metrics(result):
     """``recall@10 : 0.1234    ndcg@10 : ...`` as RecBole logs results."""
     return "    ".join(f"{k} : {v:.4f}" for k, v in result.items())

@@ -149,6 +149,12 @@ def test_3_yaml_tags_never_build_objects(tiny, tmp_path, capsys, no_training):
     (["--teacher_config={'CML': {'trajectory_topk': 20}}"], ["same trajectory_snapshots"]),
     (["--trajectory_fractions=[0.9,0.5,0.7]"], ["trajectory_fractions", "ascending"]),
     (["--baseline_learning_rates=[0.01,-1]"], ["baseline_learning_rates"]),
+    # valid_metric outside metrics x topk: RecBole's KeyError after the first validation
+    (["--topk=[5]"], ["valid_metric Recall@10 is not among the metrics computed",
+                      "recall@5"]),
+    (["--valid_metric=MRR@10"], ["valid_metric MRR@10", "--valid_metric"]),
+    (["--teacher_config={'default': {'epochs': 1}, 'CML': {'valid_metric': 'NDCG@5'}}"],
+     ["teacher CML: valid_metric NDCG@5 "]),
 ])
 def test_4_5_pipeline_mistakes_before_any_training(tiny, capsys, no_training, args, texts):
     refused(capsys, ["--model=HetCompStudent", "--dataset=tiny", *common(tiny), *args], *texts)
@@ -158,6 +164,30 @@ def test_4_5_single_model_mistakes(tiny, capsys, no_training):
     argv = ["--model=BPR", "--dataset=tiny", *common(tiny)]
     refused(capsys, argv + ["--epochs=-3"], "epochs must be a positive integer, got -3")
     refused(capsys, argv + ["--trajectory_topk=500"], "trajectory_topk=500", "catalogue")
+    refused(capsys, argv + ["--metrics=['Recall','NDCG','Hit']", "--topk=[10,20]",
+                            "--valid_metric=NDCG@50"], "valid_metric NDCG@50",
+            "recall@10, recall@20, ndcg@10, ndcg@20, hit@10, hit@20")
+
+
+@pytest.mark.parametrize("args, texts", [
+    # RecBole's own Config checks raise ValueError / TypeError / RuntimeError
+    (["--topk=0"], ["bad configuration: topk must be a positive integer"]),
+    (["--metrics=['Recall','MAE']", "--valid_metric=Recall@10"],
+     ["bad configuration: Ranking metrics and value metrics"]),
+    (["--train_neg_sample_args={'distribution': 'pop', 'sample_num': 1}"],
+     ["bad configuration: The distribution [pop]"]),
+    # splits without a validation part: the best epoch is chosen on validation
+    (["--eval_args={'split': {'RS': [0.8, 0.2]}, 'order': 'RO', 'group_by': 'user', "
+      "'mode': 'full'}"], ["gives 2 parts", "{RS: [0.8, 0.1, 0.1]}"]),
+    (["--eval_args={'split': {'LS': 'test_only'}, 'order': 'TO', 'group_by': 'user', "
+      "'mode': 'full'}", "--load_col={'inter': ['user_id', 'item_id', 'timestamp']}"],
+     ["gives 3 parts of [", ", 0, ", "non-empty"]),
+    # RecBole loads only user_id and item_id of a dataset without a yaml: no time to sort by
+    (["--eval_args={'split': {'LS': 'valid_and_test'}, 'order': 'TO', 'group_by': 'user', "
+      "'mode': 'full'}"], ["order TO", "'timestamp' (TIME_FIELD) is not loaded", "load_col"]),
+])
+def test_4_5_recbole_config_and_split_mistakes(tiny, capsys, no_training, args, texts):
+    refused(capsys, ["--model=BPR", "--dataset=tiny", *common(tiny), *args], *texts)
 
 
 def test_4_without_recording_trajectory_topk_is_not_held_against_the_catalogue(

@@ -116,3 +116,61 @@ def test_config_files_are_split_on_any_whitespace(tiny, tmp_path, capsys):
     assert main(["--model=BPR", "--dataset=tiny", f"--data_path={data_path}", "--state=ERROR",
                  f"--config_files={first}  {second}"]) == 2
     assert "epochs must be a positive integer" in capsys.readouterr().err
+
+
+def test_model_and_dataset_from_a_config_file_are_not_overridden(tiny, tmp_path, monkeypatch):
+    # run_recbole.py's argparse defaults would replace a config file's model and dataset: with
+    # model: BPR in the file the whole HetCompStudent pipeline started, on ml-100k.
+    import recbole_hetcomp.quick_start as quick_start
+    from recbole_hetcomp.config import Config
+
+    data_path, base = tiny
+    seen = []
+
+    def fake_run(model, dataset, files, cmd_args):
+        config = Config(model, dataset, files, cmd_args=cmd_args)
+        seen.append((config["model"], config["dataset"]))
+
+    monkeypatch.setattr(quick_start, "run_hetcomp", fake_run)
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(f"model: BPR\ndataset: tiny\ndata_path: {data_path}\n"
+                    "valid_metric: Recall@10\n")
+    other = tmp_path / "other.yaml"
+    other.write_text("model: CML\n")
+    assert main([f"--config_files={mine}"]) == 0
+    assert main([f"--config_files={mine} {other}"]) == 0  # the later file wins
+    assert main([f"--config_files={mine}", "--model=NeuMF"]) == 0  # command line > files
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("epochs: 3\n")
+    assert main([f"--config_files={empty}"]) == 0  # nothing named: the documented defaults
+    assert seen == [("BPR", "tiny"), ("CML", "tiny"), ("NeuMF", "tiny"),
+                    ("HetCompStudent", "ml-100k")]
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["--model=BPR"], "interrupted: BPR was not finished (a single model's training does not "
+                      "resume); run the same command again to train it from the start"),
+    ([], "interrupted: finished teachers stay in the trajectory store and finished seeds in "
+         "the run state; run the same command again to resume"),
+])
+def test_ctrl_c_says_what_a_rerun_does(monkeypatch, capsys, argv, text):
+    # A single model was told it would "resume" from teachers and seeds it does not have.
+    import recbole_hetcomp.quick_start as quick_start
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(quick_start, "run_hetcomp", stopped)
+    assert main(argv) == 130
+    assert capsys.readouterr().err.strip() == text
+
+
+@pytest.mark.parametrize("argv0, usage", [("/usr/local/bin/hetcomp", "usage: hetcomp "),
+                                          ("run_hetcomp.py", "usage: run_hetcomp.py ")])
+def test_help_names_the_command_it_was_started_by(monkeypatch, capsys, argv0, usage):
+    # `hetcomp --help` printed "usage: run_hetcomp.py", a file the installed command lacks.
+    monkeypatch.setattr(sys, "argv", [argv0, "--help"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith(usage)

@@ -193,3 +193,23 @@ def test_bare_word_lists_on_the_command_line(tiny):
         "--metrics=[Recall,NDCG,ItemCoverage]", "--teachers=[BPR,CML]"])
     assert config["metrics"] == ["Recall", "NDCG", "ItemCoverage"]
     assert config["teachers"] == ["BPR", "CML"]
+
+
+@pytest.mark.parametrize("arg, key", [
+    ("--teacher_config={default:{epochs:2}}", "'epochs:2'"),
+    ("--teacher_config={default: {epochs:2}, CML: {epochs: 3}}", "'epochs:2'"),
+    ("--teacher_config={CML: {eval_step: 1, epochs:2}}", "'epochs:2'"),
+])
+def test_mapping_without_space_after_colon_is_refused(tiny, tmp_path, arg, key):
+    # YAML reads {epochs:2} as the key 'epochs:2' with no value: the teachers trained at
+    # their full default budgets, after a warning about an unknown key.
+    _, base = tiny
+    with pytest.raises(HetCompError, match=f"{key} in .* reads as one key without a value"):
+        Config("HetCompStudent", "tiny", config_dict=base, cmd_args=[arg])
+    config = Config("HetCompStudent", "tiny", config_dict=base,
+                    cmd_args=["--teacher_config={default: {epochs: 2}}"])
+    assert config["teacher_config"] == {"default": {"epochs": 2}}
+    path = tmp_path / "mine.yaml"
+    path.write_text(arg[2:].replace("=", ": ", 1) + "\n")
+    with pytest.raises(HetCompError, match=f"{key} in config file .* reads as one key"):
+        Config("HetCompStudent", "tiny", [str(path)], config_dict=base)

@@ -276,7 +276,9 @@ def test_variants_plan_and_best_teacher(tiny):
     ({"ensemble_weights": [1, 2, 3]}, "ensemble_weights lists 3 weights for 2 teachers"),
     ({"ensemble_weights": [0, 0]}, "must be non-negative numbers, not all 0"),
     ({"ensemble_weights": "best"}, "ensemble_weights must be uniform, validation or a list"),
-    ({"valid_metric": "AUC"}, "must be one of Recall, NDCG, Hit, Precision, MRR"),
+    ({"valid_metric": "AUC"}, "valid_metric AUC is not among the metrics computed"),
+    # computed (a default metric), but no ranking metric the ensemble weights can be fitted on
+    ({"valid_metric": "GiniIndex@10"}, "must be one of Recall, NDCG, Hit, Precision, MRR"),
     ({"knowledge_transfer": "listwise"}, "knowledge_transfer must be one of"),
     ({"distillation_baselines": ["RRD"]}, "RRD: kd_teacher_n=100 must be an integer in 1..20"),
     ({"distillation_baselines": ["DCD"], "kd_teacher_n": 10, "dcd_epsilon": 0},
@@ -425,3 +427,21 @@ def test_student_loss_is_the_weighted_sum_over_the_batch_distinct_users(tiny, sw
     trainer.rank_top = (5, 3)  # T_u has K = 5 items here
     got = trainer._train_epoch([interaction], 1)
     assert got == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_single_model_result_has_run_recboles_keys_in_metric_order(tiny):
+    # run_recbole returns best_valid_score and valid_score_bigger; a model taken from the
+    # trajectory store (the second run) lacked best_valid_score, and its results came back in
+    # sorted key order from the manifest.
+    _, base = tiny
+    config = {**base, "metrics": ["Recall", "NDCG", "Hit"], "topk": [10, 5],
+              "export_model": False}
+    for record in (False, True, True):  # trained; trained and recorded; taken from the store
+        result = run_hetcomp("BPR", "tiny", config_dict={**config, "record_trajectory": record})
+        columns = ["recall@10", "recall@5", "ndcg@10", "ndcg@5", "hit@10", "hit@5"]
+        assert result["columns"] == columns
+        assert list(result["test_result"]) == columns
+        assert list(result["best_valid_result"]) == columns
+        assert result["best_valid_score"] == result["best_valid_result"]["recall@10"]
+        assert result["valid_score_bigger"] is True
+    assert "trajectory" in result  # the last one came from the store

@@ -614,3 +614,17 @@ def test_http_endpoint_answers_rejects_bad_input_and_keeps_serving(run):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_package_the_commands_cannot_serve_says_so_when_written(tiny, caplog):
+    # export_model's comment promised every package to hetcomp-recommend and hetcomp-serve,
+    # which refuse the models without a factorised form (NeuMF, MultiVAE, ItemVAE, EASE...).
+    _, base = tiny
+    with caplog.at_level("INFO"):
+        result = run_hetcomp("MultiVAE", "tiny", config_dict={**base, "epochs": 1,
+                                                               "state": "INFO"})
+    line = [r.getMessage() for r in caplog.records if "model package written" in r.getMessage()]
+    assert line and "hetcomp-recommend and hetcomp-serve do not serve it" in line[0]
+    assert "load_data_and_model" in line[0]
+    with pytest.raises(PackageError, match="no factorised serving form"):
+        Recommender.load(result["package"])

@@ -92,7 +92,22 @@ def build_split(config, logger=None):
         raise HetCompError(f"dataset '{config['dataset']}' has no interactions left after "
                            "filtering: check its .inter file and the *_inter_num_interval keys")
     _warn_repeated_pairs(dataset, logger)
+    order = (config["eval_args"] or {}).get("order")
+    if order == "TO" and dataset.time_field not in dataset.field2type:
+        # RecBole's sort would fail with a ValueError printing a whole batch
+        raise HetCompError(f"eval_args order TO sorts by time, but '{dataset.time_field}' "
+                           "(TIME_FIELD) is not loaded: add it to load_col, e.g. --load_col="
+                           f"\"{{inter: [{dataset.uid_field}, {dataset.iid_field}, "
+                           f"{dataset.time_field}]}}\", or use order RO")
     parts = dataset.build()
+    sizes = [len(part) if part is not None else 0 for part in parts]
+    if len(parts) != 3 or 0 in sizes:
+        # RecBole's 'RS' with two ratios builds two parts, 'LS: test_only' an empty validation
+        # part; every model here selects its best epoch on validation
+        raise HetCompError(f"eval_args split {config['eval_args']['split']} gives "
+                           f"{len(parts)} parts of {sizes} interactions: a run needs non-empty "
+                           "train, valid and test parts, e.g. split: {RS: [0.8, 0.1, 0.1]} or "
+                           "{LS: valid_and_test}")
     if config["drop_unseen_eval_items"]:
         parts = _drop_unseen_items(dataset, parts, logger)
     init_seed(config["seed"], config["reproducibility"])
