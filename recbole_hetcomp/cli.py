@@ -61,18 +61,13 @@ def _from_config_files(key, files):
     """The value the config files give ``key`` (the last file's), or None; the Config then
     takes it from there, at the files' priority. A file that cannot be read counts as not
     setting it: the Config names the problem."""
-    import yaml
+    from recbole_hetcomp.config import read_config_files
+    from recbole_hetcomp.errors import HetCompError
 
-    value = None
-    for path in files or []:
-        try:
-            with open(path, encoding="utf-8") as f:
-                loaded = yaml.safe_load(f)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            continue
-        if isinstance(loaded, dict) and loaded.get(key) is not None:
-            value = loaded[key]
-    return value
+    try:
+        return read_config_files(files).get(key)
+    except (HetCompError, OSError):
+        return None
 
 
 def main(argv=None):

@@ -189,28 +189,7 @@ class Config(RecBoleConfig):
         return self._convert_config_dict(cmd)
 
     def _load_config_files(self, file_list):
-        merged = {}
-        for path in file_list or []:
-            try:
-                with open(path, "r", encoding="utf-8") as f:
-                    loaded = yaml.load(f.read(), Loader=self.yaml_loader)
-            except UnicodeDecodeError:
-                raise HetCompError(f"config file '{path}' is not UTF-8 text: save it as UTF-8 "
-                                   "YAML") from None
-            except yaml.YAMLError as exc:
-                mark = getattr(exc, "problem_mark", None)
-                where = f", line {mark.line + 1}" if mark else ""
-                raise HetCompError(f"malformed YAML in config file '{path}'{where}: "
-                                   f"{getattr(exc, 'problem', None) or exc}") from None
-            if loaded is None:
-                continue
-            if not isinstance(loaded, dict):
-                raise HetCompError(f"config file '{path}' must hold 'key: value' lines")
-            for value in loaded.values():
-                if isinstance(value, dict):
-                    _refuse_keys_without_space(value, f"config file '{path}'")
-            merged.update(loaded)
-        return merged
+        return read_config_files(file_list)
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:
@@ -277,6 +256,33 @@ SafeConfigLoader.add_implicit_resolver(
        |[-+]?\.(?:inf|Inf|INF)
        |\.(?:nan|NaN|NAN))$""", re.X),
     list("-+0123456789."))
+
+
+def read_config_files(file_list):
+    """The config files' settings, later files winning; one line (HetCompError) for a file
+    that is not UTF-8 YAML holding 'key: value' lines."""
+    merged = {}
+    for path in file_list or []:
+        try:
+            with open(path, "r", encoding="utf-8") as f:
+                loaded = yaml.load(f.read(), Loader=SafeConfigLoader)
+        except UnicodeDecodeError:
+            raise HetCompError(f"config file '{path}' is not UTF-8 text: save it as UTF-8 "
+                               "YAML") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f", line {mark.line + 1}" if mark else ""
+            raise HetCompError(f"malformed YAML in config file '{path}'{where}: "
+                               f"{getattr(exc, 'problem', None) or exc}") from None
+        if loaded is None:
+            continue
+        if not isinstance(loaded, dict):
+            raise HetCompError(f"config file '{path}' must hold 'key: value' lines")
+        for value in loaded.values():
+            if isinstance(value, dict):
+                _refuse_keys_without_space(value, f"config file '{path}'")
+        merged.update(loaded)
+    return merged
 
 
 def parse_literal(text):
