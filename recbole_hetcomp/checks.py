@@ -348,6 +348,7 @@ def check_run(config, logger):
     from recbole_hetcomp.variants import check_variants
 
     check_model_list(config)
+    check_full_ranking(config)
     check_seeds(config["seeds"])
     from recbole_hetcomp.parallel import check_parallel
 
@@ -380,6 +381,19 @@ def check_run(config, logger):
             check_numbers(baseline_config(config, config["seed"], rate),
                           f"baseline {config['baseline']}: ")
     return tconfigs
+
+
+def check_full_ranking(config):
+    """A pipeline run ranks the whole catalogue (the paper's protocol): the teachers record
+    full-sort top-M lists and the ensemble rows score only the listed items, so under a sampled
+    evaluation (uni100, pop100...) the unlisted candidates would all tie and inflate them."""
+    mode = (config["eval_args"] or {}).get("mode", "full")
+    phases = mode if isinstance(mode, dict) else {"valid": mode, "test": mode}
+    sampled = {phase: m for phase, m in phases.items() if str(m).lower() != "full"}
+    if sampled:
+        raise HetCompError(f"eval_args mode {mode!r}: a HetCompStudent run evaluates by full "
+                           "ranking (the ensemble and the recorded lists rank every item); set "
+                           "mode: full (a single model, --model=BPR..., accepts sampled modes)")
 
 
 def check_split(config, split, tconfigs):

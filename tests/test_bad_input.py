@@ -190,6 +190,16 @@ def test_4_5_recbole_config_and_split_mistakes(tiny, capsys, no_training, args, 
     refused(capsys, ["--model=BPR", "--dataset=tiny", *common(tiny), *args], *texts)
 
 
+@pytest.mark.parametrize("mode", ["uni100", "{'valid': 'full', 'test': 'pop100'}"])
+def test_4_pipeline_refuses_a_sampled_evaluation(tiny, capsys, no_training, mode):
+    # Under uni100 the ensemble rows (only the recorded lists are scored) tie every unlisted
+    # candidate: on the tiny data its Recall@10 read 1.000 against 0.963 for each teacher.
+    eval_args = ("{'split': {'RS': [0.8, 0.1, 0.1]}, 'order': 'RO', 'group_by': 'user', "
+                 f"'mode': {mode if mode.startswith('{') else repr(mode)}}}")
+    refused(capsys, ["--model=HetCompStudent", "--dataset=tiny", *common(tiny),
+                     f"--eval_args={eval_args}"], "full ranking", "mode: full")
+
+
 def test_4_without_recording_trajectory_topk_is_not_held_against_the_catalogue(
         tiny, capsys, monkeypatch):
     class Trained(Exception):
