@@ -27,7 +27,7 @@ from recbole_hetcomp.training import train_model
 STUDENT = "HetCompStudent"
 
 
-def run_hetcomp(model=None, dataset=None, config_file_list=None, config_dict=None,
+def run_hetcomp(model=None, dataset=None, config_file_list=None, config_dict=None, *,
                 cmd_args=None):
     """Run one model (or the HetComp pipeline) and return a result dict.
 
@@ -37,8 +37,9 @@ def run_hetcomp(model=None, dataset=None, config_file_list=None, config_dict=Non
         As RecBole's ``run_recbole`` (they may also come from config files or ``cmd_args``).
     config_file_list : list of str, optional
     config_dict : dict, optional
-    cmd_args : list of str, optional
-        ``--key=value`` overrides, the highest priority.
+    cmd_args : list of str, optional, keyword only
+        ``--key=value`` overrides, the highest priority. (Keyword only: the fifth positional
+        argument of ``run_recbole`` is ``saved``, which here is the ``export_model`` key.)
 
     Returns
     -------

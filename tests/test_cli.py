@@ -174,3 +174,12 @@ def test_help_names_the_command_it_was_started_by(monkeypatch, capsys, argv0, us
         main()
     assert stop.value.code == 0
     assert capsys.readouterr().out.startswith(usage)
+
+
+def test_run_hetcomp_takes_no_fifth_positional_argument():
+    # run_recbole(model, dataset, files, config_dict, saved): a True meant as `saved` must not
+    # be read as cmd_args
+    from recbole_hetcomp.quick_start import run_hetcomp
+
+    with pytest.raises(TypeError, match="positional"):
+        run_hetcomp("BPR", "ml-100k", None, None, True)
