@@ -84,6 +84,9 @@ def run_hetcomp(model=None, dataset=None, config_file_list=None, config_dict=Non
         trajectory = load_teacher(config, split, logger)
         if trajectory is None:
             trajectory = fresh = train_teacher(config, split, logger)
+        else:  # run_recbole would train again: say why this does not
+            logger.info(f"{config['model']} is not trained again: the results below are the "
+                        "recorded run's (--record_trajectory=False trains it anew)")
         result = {k: trajectory.manifest[k] for k in (
             "test_result", "best_valid_result", "best_epoch", "train_seconds", "record_seconds",
             "n_params", "inference_ms_per_1000_users", "snapshot_epochs")}
@@ -109,7 +112,8 @@ def run_hetcomp(model=None, dataset=None, config_file_list=None, config_dict=Non
                                          test_result=result["test_result"])
     elif config["export_model"]:
         logger.info(f"{config['model']} was taken from the trajectory store, which keeps no "
-                    "weights: no model package (set a new trajectory_dir to retrain it)")
+                    "weights: no model package (--record_trajectory=False trains it anew and "
+                    "packages it)")
     if fresh is not None:
         # Stored only once the package is written: a package write that fails (disk full)
         # then leaves no stored trajectory, so the same command retrains and writes both,

@@ -421,6 +421,19 @@ def test_10_a_late_write_failure_is_one_line_and_loses_nothing(tiny, capsys, mon
     assert result["trajectory"] is not None
 
 
+def test_10_a_single_model_run_again_says_it_was_not_trained_again(tiny, caplog):
+    # run_recbole would train again; a recorded single model is reused: the log says so and
+    # names the switch that trains it anew.
+    argv = merged(["--model=BPR", "--dataset=tiny", *common(tiny), "--state=INFO"])
+    first = quick_start.run_hetcomp(cmd_args=argv)
+    with caplog.at_level(logging.INFO):
+        again = quick_start.run_hetcomp(cmd_args=argv)
+    assert first["package"] and again["package"] is None
+    assert again["test_result"] == first["test_result"]
+    assert "BPR is not trained again" in caplog.text
+    assert caplog.text.count("--record_trajectory=False trains it anew") == 2  # + no package
+
+
 def test_10_torch_save_failing_on_a_full_disk_is_a_failed_write(tiny, capsys, monkeypatch):
     # torch's zip writer reports a full disk as a RuntimeError ("unexpected pos"), not an
     # OSError: the package writer must still end in the one-line failed-write message.
