@@ -22,6 +22,10 @@ RecBole 1.2.1 predates numpy 2, scipy 1.13 and torch 2.6. What breaks, and how i
    (users x k x tail comparisons: minutes per evaluation on CiteULike) and
    ``AveragePopularity.get_pop`` looks items up one by one: both are replaced by the same
    arithmetic on arrays (``tests/test_compat.py`` checks them against RecBole's own).
+8. RecBole's own calls of deprecated pandas and torch APIs warn at every run, in a dozen lines
+   no user can act on (pandas' chained-assignment ``fillna``, moot with ``pandas<3``;
+   ``torch.cuda.amp.GradScaler``; LightGCN's ``torch.sparse.FloatTensor``): those FutureWarnings
+   and that one UserWarning are ignored when they come from RecBole's modules, and only there.
 
 ``apply()`` is idempotent. Importing ``recbole_hetcomp`` calls ``install()``, which runs it at
 once if RecBole is already imported and otherwise right after RecBole's first import, by anyone.
@@ -111,6 +115,14 @@ def _get_tail(self, item_matrix, count_items):
     return np.isin(item_matrix, np.asarray(tail_items, dtype=np.int64)).astype(item_matrix.dtype)
 
 
+def quiet_recbole_deprecations():
+    """Point 8: ignore the deprecation noise that RecBole's own modules raise, nobody else's."""
+    for category, message in ((FutureWarning, ""),
+                              (UserWarning, r"torch\.sparse\.SparseTensor")):
+        warnings.filterwarnings("ignore", message=message, category=category,
+                                module=r"recbole\.")
+
+
 def apply():
     """Install every adaptation (safe to call more than once)."""
     global _applied
@@ -123,6 +135,7 @@ def apply():
             setattr(np, name, alias)
     if not hasattr(sp.dok_matrix, "_update") and hasattr(sp.dok_matrix((1, 1)), "_dict"):
         sp.dok_matrix._update = _dok_update
+    quiet_recbole_deprecations()
     from recbole.evaluator.collector import Collector
 
     from recbole.evaluator import metrics

@@ -82,10 +82,12 @@ def test_recbole_imported_after_the_package_is_mended_on_its_first_import():
         from recbole.evaluator import metrics
         import numpy as np
         from recbole_hetcomp import compat
+        import warnings
+        quiet = any(f[3] is not None and f[3].pattern == r"recbole\." for f in warnings.filters)
         print(Collector.get_data_struct is compat._get_data_struct,
-              metrics.TailPercentage.get_tail is compat._get_tail, np.float_ is np.float64)
+              metrics.TailPercentage.get_tail is compat._get_tail, np.float_ is np.float64, quiet)
     """)
-    assert printed == ["False", "True", "True", "True"]
+    assert printed == ["False", "True", "True", "True", "True"]
 
 
 def test_recbole_imported_before_the_package_is_mended_at_once():
@@ -107,3 +109,22 @@ def test_the_serving_clis_import_neither_torch_nor_recbole_before_their_main_run
         print(sorted(m for m in ("torch", "recbole", "scipy") if m in sys.modules) or "none")
     """)
     assert printed == ["none"]
+
+
+def test_recboles_deprecation_warnings_are_quiet_and_only_recboles():
+    import warnings
+
+    def shown(category, message, module):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # not pytest.ini's filters: compat's alone
+            compat.quiet_recbole_deprecations()
+            warnings.warn_explicit(message, category, "x.py", 1, module=module)
+        return len(caught)
+
+    pandas_note = "A value is trying to be set on a copy of a DataFrame or Series"
+    sparse_note = "torch.sparse.SparseTensor(indices, values, shape) is deprecated"
+    assert shown(FutureWarning, pandas_note, "recbole.data.dataset.dataset") == 0
+    assert shown(UserWarning, sparse_note, "recbole.model.general_recommender.lightgcn") == 0
+    # the user's own code, and RecBole's other warnings, still warn
+    assert shown(FutureWarning, pandas_note, "my_notebook") == 1
+    assert shown(UserWarning, "some other RecBole warning", "recbole.trainer.trainer") == 1
