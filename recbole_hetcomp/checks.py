@@ -306,9 +306,10 @@ def unknown_keys(config, keys=None):
 
 
 #: Keys that decide what runs, on which data and how often: a misspelt one is ignored and a
-#: different run starts (``--modle=BPR`` would train the default 12-minute pipeline), so an
-#: unknown key whose closest known name is one of these is refused, not warned about.
-DECISIVE_KEYS = ("model", "dataset", "config_files", "data_path", "teachers", "seeds")
+#: different run starts (``--modle=BPR`` would train the default 12-minute pipeline;
+#: ``--epoch=2``, a two-epoch try, the full budget), so an unknown key whose closest known
+#: name is one of these is refused, not warned about.
+DECISIVE_KEYS = ("model", "dataset", "config_files", "data_path", "teachers", "seeds", "epochs")
 
 
 def check_unknown_keys(config, logger, keys=None, where=""):

@@ -302,7 +302,7 @@ def test_5_misspelt_key_is_warned_with_the_closest_name(tiny, caplog, monkeypatc
 @pytest.mark.parametrize("typo, meant", [
     ("--modle=BPR", "model"), ("--datset=tiny", "dataset"),
     ("--configfiles=x.yaml", "config_files"), ("--data_pth=elsewhere", "data_path"),
-    ("--teacher=[BPR]", "teachers"), ("--seds=[1,2]", "seeds"),
+    ("--teacher=[BPR]", "teachers"), ("--seds=[1,2]", "seeds"), ("--epoch=2", "epochs"),
     # abbreviations: argparse must not read --data as --dataset, and difflib finds no match
     ("--data=elsewhere", "dataset"), ("--mod=BPR", "model"), ("--teach=[BPR]", "teachers")])
 def test_5_a_misspelt_key_that_decides_what_runs_is_refused(tiny, capsys, no_training,
