@@ -333,6 +333,23 @@ def check_unknown_keys(config, logger, keys=None, where=""):
                        f"{config['model']}: no model reads it ({hint})")
 
 
+#: Keys of overall.yaml that only a pipeline (HetCompStudent) run reads.
+PIPELINE_KEYS = ("teachers", "teacher_config", "teacher_workers", "seed_workers",
+                 "teacher_gpus", "seed_gpus", "export_teachers")
+
+
+def warn_pipeline_keys(config, logger):
+    """A single model ignores the pipeline's keys (``--seeds=[1,2]`` trains BPR once, with
+    ``seed``): say so, since they are known keys and no other warning names them."""
+    from recbole_hetcomp.teachers import model_keys
+
+    pipeline = set(PIPELINE_KEYS) | (set(model_keys(STUDENT)) - set(config.internal_config_dict))
+    ignored = sorted(k for k in config.external_config_dict if k in pipeline)
+    if ignored:
+        logger.warning(f"{', '.join(ignored)}: read by a {STUDENT} run (the pipeline) only; "
+                       f"{config['model']} ignores {'them' if len(ignored) > 1 else 'it'}")
+
+
 # --- the whole run --------------------------------------------------------------------------
 def check_run(config, logger):
     """Check the run's configuration (and, for the pipeline, each teacher's and the
@@ -342,6 +359,7 @@ def check_run(config, logger):
     check_unknown_keys(config, logger)  # first: a misspelt key may explain the error below
     check_numbers(config)
     if config["model"] != STUDENT:
+        warn_pipeline_keys(config, logger)
         return {}
     from recbole_hetcomp.ensemble import check_weights_setting
     from recbole_hetcomp.pipeline import baseline_config

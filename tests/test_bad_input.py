@@ -299,6 +299,24 @@ def test_5_misspelt_key_is_warned_with_the_closest_name(tiny, caplog, monkeypatc
     assert "'embedding_size'" not in text and "'data_path'" not in text  # known keys are quiet
 
 
+def test_5_pipeline_keys_given_to_a_single_model_are_warned_about(tiny, caplog):
+    from recbole_hetcomp.checks import warn_pipeline_keys
+    from recbole_hetcomp.config import Config
+
+    _, base = tiny
+    config = Config("BPR", "tiny", config_dict={**base, "seeds": [1, 2], "teachers": ["BPR"],
+                                                "hetcomp_k": 10, "embedding_size": 6})
+    with caplog.at_level(logging.WARNING):
+        warn_pipeline_keys(config, logging.getLogger("t"))
+    assert "hetcomp_k, seeds, teachers: read by a HetCompStudent run (the pipeline) only; " \
+           "BPR ignores them" in caplog.text
+    assert "embedding_size" not in caplog.text  # BPR reads it
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # none given: nothing said
+        warn_pipeline_keys(Config("BPR", "tiny", config_dict=base), logging.getLogger("t"))
+    assert caplog.text == ""
+
+
 @pytest.mark.parametrize("typo, meant", [
     ("--modle=BPR", "model"), ("--datset=tiny", "dataset"),
     ("--configfiles=x.yaml", "config_files"), ("--data_pth=elsewhere", "data_path"),
