@@ -285,6 +285,10 @@ def test_corrupt_truncated_tampered_and_foreign_packages_are_refused(run, tmp_pa
     (foreign / MANIFEST).write_text(json.dumps({"format": "something-else"}))
     assert "not a recbole-hetcomp model package" in _cli_error(capsys, str(foreign), "--info")
     assert "no model package at" in _cli_error(capsys, str(tmp_path / "nowhere"), "--user", "1")
+    checkpoint = tmp_path / "BPR-Dec-03-2026_12-00-00.pth"  # what run_recbole saves
+    checkpoint.write_bytes(b"\x80\x04not unpickled")
+    err = _cli_error(capsys, str(checkpoint), "--user", "1")
+    assert "is a RecBole checkpoint, not a model package" in err and "never loaded" in err
     assert "--k" in _cli_error(capsys, student_path(run), "--user", "u1", "--k", "ten")
     assert "no users given" in _cli_error(capsys, student_path(run))
 

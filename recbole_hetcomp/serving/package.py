@@ -244,6 +244,11 @@ def read_manifest(path):
     format or version, a malformed manifest, a file missing, truncated, or whose content does
     not match its hash.
     """
+    if os.path.isfile(path) and path.endswith(".pth"):
+        # what run_recbole saves: a pickle (model, optimizer, its Config), never loaded here
+        raise PackageError(f"'{path}' is a RecBole checkpoint, not a model package: it is a "
+                           "pickle and is never loaded; train with run_hetcomp.py "
+                           "(export_model: True) and give the package folder it names")
     if not os.path.isdir(path):
         raise PackageError(f"no model package at '{path}': give the directory the run's report "
                            "names (under checkpoint_dir, e.g. saved/HetCompStudent-ml-100k-...)")
