@@ -3,8 +3,8 @@
     python benchmarks/bench_serving.py [--requests 2000] [--out results/bench_serving_cpu.md]
 
 Measures, on this machine:
-  (a) package load time (in-process and a fresh ``hetcomp-recommend --info``-like process) and
-      size on disk;
+  (a) package load time (in-process, a fresh Python process, and the ``hetcomp-recommend``
+      command itself) and size on disk;
   (b) one-user latency p50 / p99 through the Python API, and through HTTP on loopback
       (``hetcomp-serve`` in its own process, a client process with 1, 8 and 32 concurrent
       keep-alive connections, a bounded number of requests each; errors counted);
