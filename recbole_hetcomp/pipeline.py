@@ -59,8 +59,10 @@ def run_pipeline(config, split, logger):
         trajectories, packages = parallel_teachers(config, split, logger, stage)
     else:
         for index, name in enumerate(teachers, 1):
-            stage(f"teacher {index}/{len(teachers)}: {name}")
             tconfig = teacher_config(config, name)
+            # its own budget, not the run's: --epochs sizes the student only (teacher_config)
+            stage(f"teacher {index}/{len(teachers)}: {name} (up to {tconfig['epochs']} epochs, "
+                  f"learning rate {tconfig['learning_rate']}; teacher_config sets them)")
             trajectory = teacher_trajectory(tconfig, split, logger)
             if config["export_teachers"]:
                 packages[name] = _export_teacher(tconfig, split, trajectory, logger)

@@ -40,6 +40,8 @@ def test_pipeline_end_to_end_and_resume(tiny, monkeypatch, caplog):
     report = run_hetcomp("HetCompStudent", "tiny", config_dict=config)
     assert trained == ["CML"]  # BPR came from the store
     assert "[BPR] reusing recorded trajectory" in caplog.text
+    # each teacher's stage line shows its own budget (teacher_config's 3), not the student's 4
+    assert "teacher 2/2: CML (up to 3 epochs, learning rate" in caplog.text
 
     # metrics x topk of properties/overall.yaml: accuracy, then popularity bias and coverage
     assert report["columns"] == [f"{m}@{k}" for m in ("recall", "ndcg", "itemcoverage",
