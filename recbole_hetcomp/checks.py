@@ -180,6 +180,18 @@ def check_writable_directory_key(config, key):
                            "to a directory you can write")
 
 
+LOG_STATES = ("INFO", "DEBUG", "WARNING", "ERROR", "CRITICAL")
+
+
+def check_state(config):
+    """``state`` is RecBole's log level, read case-insensitively; RecBole logs anything else at
+    INFO without a word, and a non-string (``--state=1``) ends in a traceback."""
+    state = config["state"]
+    if state is not None and not (isinstance(state, str) and state.upper() in LOG_STATES):
+        raise HetCompError(f"state must be one of {', '.join(LOG_STATES)} (RecBole's log "
+                           f"levels), got {state!r}")
+
+
 def check_log_directory(config):
     """RecBole's logger writes ``./log/<model>/`` of the current directory (not configurable)."""
     folder = os.path.join("log", config["model"])

@@ -13,7 +13,7 @@ import torch
 
 from recbole.utils import init_logger, set_color
 
-from recbole_hetcomp.checks import check_log_directory, check_run, check_split
+from recbole_hetcomp.checks import check_log_directory, check_run, check_split, check_state
 from recbole_hetcomp.config import Config
 from recbole_hetcomp.device import describe
 from recbole_hetcomp.data.split import build_split
@@ -61,7 +61,8 @@ def run_hetcomp(model=None, dataset=None, config_file_list=None, config_dict=Non
         the pipeline's are in ``packages``), or None.
     """
     config = Config(model, dataset, config_file_list, config_dict, cmd_args)
-    check_log_directory(config)  # RecBole's logger would fail there with a traceback
+    check_state(config)  # both before RecBole's logger, which would fail with a traceback
+    check_log_directory(config)
     _init_logging(config)
     logger = getLogger()
     tconfigs = check_run(config, logger)  # every mistake the config shows, before any work

@@ -172,6 +172,9 @@ def test_4_5_single_model_mistakes(tiny, capsys, no_training):
 @pytest.mark.parametrize("args, texts", [
     # RecBole's own Config checks raise ValueError / TypeError / RuntimeError
     (["--topk=0"], ["bad configuration: topk must be a positive integer"]),
+    # RecBole's log level: anything else was INFO without a word, a number a traceback
+    (["--state=foo"], ["state must be one of INFO, DEBUG", "'foo'"]),
+    (["--state=1"], ["state must be one of INFO, DEBUG", "got 1"]),
     (["--metrics=['Recall','MAE']", "--valid_metric=Recall@10"],
      ["bad configuration: Ranking metrics and value metrics"]),
     (["--train_neg_sample_args={'distribution': 'pop', 'sample_num': 1}"],
