@@ -345,6 +345,15 @@ def check_unknown_keys(config, logger, keys=None, where=""):
                        f"{config['model']}: no model reads it ({hint})")
 
 
+def warn_bundled_dataset_path(config, logger):
+    """RecBole always reads ml-100k from its own bundled copy, whatever ``data_path`` says."""
+    if config["dataset"] == "ml-100k" and "data_path" in config.external_config_dict:
+        logger.warning(f"data_path {config.external_config_dict['data_path']} is ignored for "
+                       "ml-100k: RecBole always reads its bundled copy; to use your own, give "
+                       "it another name (<data_path>/my-ml-100k/my-ml-100k.inter, "
+                       "--dataset=my-ml-100k)")
+
+
 #: Keys of overall.yaml that only a pipeline (HetCompStudent) run reads.
 PIPELINE_KEYS = ("teachers", "teacher_config", "teacher_workers", "seed_workers",
                  "teacher_gpus", "seed_gpus", "export_teachers")
@@ -370,6 +379,7 @@ def check_run(config, logger):
     check_output_dirs(config)
     check_unknown_keys(config, logger)  # first: a misspelt key may explain the error below
     check_numbers(config)
+    warn_bundled_dataset_path(config, logger)
     if config["model"] != STUDENT:
         warn_pipeline_keys(config, logger)
         return {}

@@ -302,6 +302,19 @@ def test_5_misspelt_key_is_warned_with_the_closest_name(tiny, caplog, monkeypatc
     assert "'embedding_size'" not in text and "'data_path'" not in text  # known keys are quiet
 
 
+def test_5_a_data_path_for_ml_100k_is_said_to_be_ignored(tmp_path, caplog):
+    from recbole_hetcomp.checks import warn_bundled_dataset_path
+    from recbole_hetcomp.config import Config
+
+    config = Config("BPR", "ml-100k", config_dict={"data_path": str(tmp_path)})
+    assert str(tmp_path) not in config["data_path"]  # RecBole's rule: its own copy
+    with caplog.at_level(logging.WARNING):
+        warn_bundled_dataset_path(config, logging.getLogger("t"))
+        warn_bundled_dataset_path(Config("BPR", "ml-100k"), logging.getLogger("t"))
+    assert caplog.text.count("is ignored for ml-100k") == 1 and "--dataset=my-ml-100k" in \
+        caplog.text
+
+
 def test_5_pipeline_keys_given_to_a_single_model_are_warned_about(tiny, caplog):
     from recbole_hetcomp.checks import warn_pipeline_keys
     from recbole_hetcomp.config import Config
