@@ -134,6 +134,32 @@ def test_search_keeps_uniform_when_it_is_best():
     assert weights.tolist() == [1, 1] and info["source"] == "uniform"
 
 
+def test_search_ties_go_to_the_lower_teacher_index():
+    # Teachers 0 and 1 are the same perfect teacher, teacher 2 noise: every step ties 0 with 1,
+    # and the tie goes to the lower index, so the chosen weights are teacher 0's alone.
+    gen = torch.Generator().manual_seed(0)
+    lists = distinct_lists(gen, 50, 3, 20, 200)
+    lists[:, 1] = lists[:, 0]
+    weights, info = select_weights(lists, lists[:, 0, :5].clone(), "recall", 5, steps=4)
+    assert info["single"][0] == info["single"][1] == pytest.approx(1.0)
+    assert info["uniform"] < 1.0 and info["source"] == "selection"
+    assert weights.tolist() == [1, 0, 0]
+
+
+def test_weights_are_fitted_on_the_converged_lists():
+    """ensemble.converged_lists: each teacher's last snapshot (C-1), teachers on axis 1."""
+    import types
+
+    from recbole_hetcomp.ensemble import converged_lists
+
+    first = np.array([[[1, 2], [3, 4]], [[5, 6], [7, 8]]], dtype=np.uint16)     # (C=2, U=2, M=2)
+    second = np.array([[[9, 9], [9, 9]], [[2, 1], [4, 3]]], dtype=np.uint16)
+    got = converged_lists([types.SimpleNamespace(rankings=first),
+                           types.SimpleNamespace(rankings=second)])
+    assert got.dtype == torch.int64
+    assert got.tolist() == [[[5, 6], [2, 1]], [[7, 8], [4, 3]]]  # (U, X, M)
+
+
 def test_integer_weights():
     assert integer_weights([0.5, 0.25, 0.25]).tolist() == [2, 1, 1]
     assert integer_weights([3, 0, 6]).tolist() == [1, 0, 2]

@@ -164,6 +164,7 @@ def test_unknown_user_falls_back_to_popular_items_flagged(run):
     assert [s for _, s in fallback] == [counts[t] for t in expected]
     batch = rec.topk(["u1", "nobody-knows-me"], k=4)
     assert batch.fallback.tolist() == [False, True] and batch.items.shape == (2, 4)
+    assert batch.lengths.tolist() == [4, 4]  # k each: both have more than 4 items left
 
 
 def test_k_larger_than_the_catalogue(run):
@@ -171,8 +172,10 @@ def test_k_larger_than_the_catalogue(run):
     known = known_items(run["data"])
     (got,) = rec.recommend(["u1"], k=10_000)
     assert len(got) == rec.n_items - len(known["u1"])  # every item the user has not seen
+    assert {t for t, _ in got} == set(rec.item_tokens[1:]) - known["u1"]
     (everything,) = rec.recommend(["u1"], k=10_000, exclude_known=False)
     assert len(everything) == rec.n_items
+    assert {t for t, _ in everything} == set(rec.item_tokens[1:])  # the padding item never
     batch = rec.topk(["u1", "u2"], k=10_000)
     assert batch.items.shape == (2, rec.n_items)
     assert batch.lengths.tolist() == [rec.n_items - len(known[u]) for u in ("u1", "u2")]
@@ -190,8 +193,163 @@ def test_similar_items(run):
     sims = unit[1:] @ unit[i2]
     expected = sorted((i for i in range(1, len(q)) if i != i2), key=lambda i: (-sims[i - 1], i))
     assert [t for t, _ in similar] == [rec.item_tokens[i] for i in expected[:5]]
+    # k past the catalogue: every other real item, itself and the padding item never
+    (everything,) = rec.similar_items(["i2"], k=10_000)
+    assert [t for t, _ in everything] == [rec.item_tokens[i] for i in expected]
+    assert len(everything) == rec.n_items - 1 and np.isfinite([s for _, s in everything]).all()
     with pytest.raises(HetCompError, match="unknown item token 'nope'"):
         rec.similar_items(["nope"])
+
+
+def test_a_batch_equals_one_user_at_a_time(run, monkeypatch):
+    """Unknown users anywhere in a request, and a request ranked in several chunks, give each
+    user its own list, in its own row: known users the brute-force top-k by the model's scores
+    (ties by id, as in test_recommendations_are_the_brute_force_topk_without_known_items),
+    unknown ones the popular items."""
+    from recbole_hetcomp.serving import recommender
+
+    rec = Recommender.load(student_path(run), use_index=False)
+    scores = run["scores"][student_path(run)]
+    known = known_items(run["data"])
+    counts = {}
+    for items in known.values():
+        for item in items:
+            counts[item] = counts.get(item, 0) + 1
+    popular = sorted(counts, key=lambda t: (-counts[t], rec.item_tokens.index(t)))[:5]
+    users = ["stranger", "u3", "nobody", "u1", "u2", "u3", "u7", "another stranger", "u0"]
+    # chunks of 2 users (SCORE_BUDGET holds 2 rows of scores): 6 known users in 3 chunks
+    monkeypatch.setattr(recommender, "SCORE_BUDGET", 2 * (rec.n_items + 1))
+    batch = rec.recommend(users, k=5)
+    assert [r.user for r in batch] == users
+    assert [r.fallback for r in batch] == [u not in known for u in users]
+    for user, recs in zip(users, batch):
+        if user not in known:
+            assert [t for t, _ in recs] == popular
+            continue
+        uid = rec.user_tokens.index(user)
+        candidates = [i for i in range(1, len(rec.item_tokens))
+                      if rec.item_tokens[i] not in known[user]]
+        expected = sorted(candidates, key=lambda i: (-scores[uid, i], i))[:5]
+        assert [t for t, _ in recs] == [rec.item_tokens[i] for i in expected], user
+
+
+def _hand_package(root, user_tokens, item_tokens, known, user_factors, item_factors):
+    """A package written by hand (no model, no RecBole): tokens, known items as CSR, factors,
+    a card and a manifest with each file's size and sha256 (computed here with hashlib)."""
+    import hashlib
+
+    os.makedirs(root)
+    indptr = np.zeros(len(user_tokens) + 1, dtype=np.int64)
+    indices = []
+    for u, token in enumerate(user_tokens):
+        items = sorted(item_tokens.index(t) for t in known.get(token, ()))
+        indices += items
+        indptr[u + 1] = indptr[u] + len(items)
+    arrays = {"known_indptr.npy": indptr, "known_indices.npy": np.array(indices, np.int64),
+              "user_factors.npy": np.array(user_factors, np.float32),
+              "item_factors.npy": np.array(item_factors, np.float32)}
+    for name, array in arrays.items():
+        np.save(os.path.join(root, name), array)
+    json.dump(user_tokens, open(os.path.join(root, "user_tokens.json"), "w"))
+    json.dump(item_tokens, open(os.path.join(root, "item_tokens.json"), "w"))
+    files = sorted(os.listdir(root))
+    card = {"format": package.FORMAT, "format_version": package.FORMAT_VERSION,
+            "model": "BPR", "dataset": "hand", "files": {f: "" for f in files},
+            "serving": {"factorised": True, "item_bias": False, "user_bias": False},
+            "sizes": {"n_users": len(user_tokens), "n_items": len(item_tokens)}}
+    json.dump(card, open(os.path.join(root, "model_card.json"), "w"))
+
+    def entry(name):
+        data = open(os.path.join(root, name), "rb").read()
+        return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+    manifest = {"format": package.FORMAT, "format_version": package.FORMAT_VERSION,
+                "files": {f: entry(f) for f in sorted(os.listdir(root))}}
+    json.dump(manifest, open(os.path.join(root, MANIFEST), "w"))
+    return str(root)
+
+
+def _abcde_package(tmp_path):
+    """Items a..e (ids 1..5), users x, y, z; 1-d factors: x and y score a 5, b 4, c 3, d 2,
+    e 2, z the opposite; the padding item's factor (9) would top x's and y's lists. Known:
+    x {b, d}, y {b, c}, z {d, e}, so counts b 2, d 2, c 1, e 1 and a 0 (an item in the
+    catalogue nobody interacted with)."""
+    return _hand_package(tmp_path / "hand", ["[PAD]", "x", "y", "z"],
+                         ["[PAD]", "a", "b", "c", "d", "e"],
+                         {"x": ["b", "d"], "y": ["b", "c"], "z": ["d", "e"]},
+                         [[0.0], [1.0], [1.0], [-1.0]],
+                         [[9.0], [5.0], [4.0], [3.0], [2.0], [2.0]])
+
+
+def test_fallback_is_the_popular_real_items_by_count_then_id(tmp_path):
+    # Most popular first, ties by the lower id: b, d, c, e, a; the padding item never.
+    rec = Recommender.load(_abcde_package(tmp_path))
+    (fallback,) = rec.recommend(["stranger"], k=10)
+    assert fallback.fallback
+    assert fallback == [("b", 2.0), ("d", 2.0), ("c", 1.0), ("e", 1.0), ("a", 0.0)]
+    assert [t for t, _ in rec.recommend(["stranger"], k=3)[0]] == ["b", "d", "c"]
+    assert rec.topk(["stranger"], k=3).lengths.tolist() == [3]
+
+
+def test_a_hand_made_package_ranks_by_score_then_id_without_known_items(tmp_path):
+    rec = Recommender.load(_abcde_package(tmp_path))
+    assert rec.recommend(["x"], k=10)[0] == [("a", 5.0), ("c", 3.0), ("e", 2.0)]
+    assert rec.recommend(["y"], k=3)[0] == [("a", 5.0), ("d", 2.0), ("e", 2.0)]  # d, e tie
+    assert rec.recommend(["z"], k=2)[0] == [("c", -3.0), ("b", -4.0)]
+    assert rec.recommend(["x"], k=10, exclude_known=False)[0] == [
+        ("a", 5.0), ("b", 4.0), ("c", 3.0), ("d", 2.0), ("e", 2.0)]  # never [PAD]
+    # lengths: k, fewer only when the user has fewer unknown items left (Batch)
+    assert rec.topk(["x", "y", "z"], k=2).lengths.tolist() == [2, 2, 2]
+    assert rec.topk(["x", "y", "z"], k=4).lengths.tolist() == [3, 3, 3]
+
+
+def test_known_items_are_each_users_distinct_items():
+    """The package's known-items CSR: each user's distinct items, sorted by id (a pair logged
+    twice is one known item)."""
+    import types
+
+    users = [1, 1, 1, 3, 3, 2, 3, 1]
+    items = [3, 2, 3, 5, 1, 2, 5, 3]
+    dataset = types.SimpleNamespace(
+        uid_field="user_id", iid_field="item_id", user_num=5, item_num=6,
+        inter_feat={"user_id": torch.tensor(users), "item_id": torch.tensor(items)})
+    indptr, indices = package.known_items_csr(dataset)
+    # user 0 (padding) none, 1 {2, 3}, 2 {2}, 3 {1, 5}, 4 none
+    assert indptr.tolist() == [0, 0, 2, 3, 5, 5]
+    assert indices.tolist() == [2, 3, 2, 1, 5]
+    assert indptr.dtype == indices.dtype == np.int64
+
+
+def test_a_factorised_form_that_misses_the_models_scores_is_refused():
+    """serving_factors holds the factors to the model's own full_sort_predict: a model whose
+    scores are the inner product plus anything (here 0.5 on one item, a quarter of the largest
+    score) is refused; an exact one gives its embeddings."""
+    from recbole_hetcomp.serving.factors import serving_factors
+
+    class BPR(torch.nn.Module):  # named like the class whose factorised form is used
+        USER_ID = "user_id"
+
+        def __init__(self, offset):
+            super().__init__()
+            self.n_users, self.offset = 4, offset
+            self.user_embedding = torch.nn.Embedding(4, 2)
+            self.item_embedding = torch.nn.Embedding(5, 2)
+            with torch.no_grad():
+                self.user_embedding.weight.copy_(torch.tensor([[0., 0], [1, 0], [0, 1], [1, 1]]))
+                self.item_embedding.weight.copy_(torch.tensor([[0., 0], [1, 0], [0, 1], [1, 1],
+                                                               [-1, 0]]))
+
+        def full_sort_predict(self, interaction):
+            p = self.user_embedding(interaction[self.USER_ID])
+            scores = p @ self.item_embedding.weight.T  # largest |score|: 2 (user 3, item 3)
+            return (scores + torch.tensor([0, 0, 0, self.offset, 0])).view(-1)
+
+    p, q, item_bias, user_bias = serving_factors(BPR(0.0))
+    assert p.tolist() == [[0, 0], [1, 0], [0, 1], [1, 1]] and item_bias is user_bias is None
+    assert q.tolist() == [[0, 0], [1, 0], [0, 1], [1, 1], [-1, 0]]
+    with pytest.raises(HetCompError, match="does not reproduce its full_sort_predict scores "
+                                           r"\(max difference 0.5\)"):
+        serving_factors(BPR(0.5))
 
 
 @pytest.mark.skipif(not HAVE_FAISS, reason="faiss-cpu not installed (the [serve] extra)")
@@ -601,6 +759,14 @@ def test_http_endpoint_answers_rejects_bad_input_and_keeps_serving(run):
         assert status == 200 and body["status"] == "ok" and body["items"] == rec.n_items
         status, body = _get(f"{url}/recommend?user=u1&k=3")
         assert status == 200 and body == rec.recommend(["u1"], k=3)[0].as_dict()
+        # k from 1 to 1000, both ends included (README); 1000 is past the tiny catalogue
+        status, body = _get(f"{url}/recommend?user=u1&k=1000&exclude_known=false")
+        assert status == 200 and len(body["items"]) == rec.n_items
+        status, body = _get(f"{url}/similar?item=i2&k=1000")
+        assert status == 200 and len(body["items"]) == rec.n_items - 1
+        for bad in ("/recommend?user=u1&k=1001", "/similar?item=i2&k=1001"):
+            status, body = _get(url + bad)
+            assert status == 400 and "must be an integer from 1 to 1000" in body["error"], bad
         for bad in ("/recommend", "/recommend?user=u1&k=0", "/recommend?user=u1&k=abc",
                     "/recommend?user=u1&user=u2", "/recommend?user=u1&exclude_known=maybe",
                     "/similar?item=not-an-item", "/recommend?user=u1&k=99999999999999999999"):
