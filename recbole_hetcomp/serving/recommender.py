@@ -30,7 +30,8 @@ class Recommendations(list):
     """One user's recommendations: ``(item token, score)`` pairs, best first.
 
     ``user`` is the token asked for; ``fallback`` is True when the user is unknown to the
-    model and the items are the most popular ones (scores are then interaction counts).
+    model and the items are the most popular ones (scores are then how many distinct
+    training users interacted with each item).
     """
 
     def __init__(self, user, pairs, fallback):
