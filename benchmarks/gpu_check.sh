@@ -28,6 +28,11 @@ if ! $PY -c "import recbole" 2>/dev/null; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 WORK=$(mktemp -d /tmp/gpu-check-XXXX)
+DATA=dataset  # ml-1m comes gzipped (prepare_gpu_check.sh): unpacked into $WORK, not the tree
+if [ ! -f dataset/ml-1m/ml-1m.inter ] && [ -f dataset/ml-1m/ml-1m.inter.gz ]; then
+  DATA=$WORK/data
+  mkdir -p "$DATA/ml-1m" && gunzip -c dataset/ml-1m/ml-1m.inter.gz > "$DATA/ml-1m/ml-1m.inter" || exit 2
+fi
 REPORT=results/gpu_check.md
 if [ $DRY = 1 ]; then
   REPORT=$WORK/gpu_check.md
@@ -76,7 +81,7 @@ COMMON="--state=INFO --show_progress=False --use_gpu=$GPU --trajectory_dir=$WORK
 # 1. The student on ml-1m (synthetic teachers): epoch time, host syncs per batch, peak memory,
 #    and CPU-vs-device agreement of targets and snapshot choices where the student lists agree.
 TAIL=12 step "gpu_check.py: student epochs, host syncs, peak memory, CPU-vs-device agreement" \
-  150 $PY benchmarks/gpu_check.py --device $DEVICE --data-path dataset $QUICK
+  150 $PY benchmarks/gpu_check.py --device $DEVICE --data-path "$DATA" $QUICK
 
 # 2. The pipeline on the device, in one process: every teacher (EASE too: it scores on the CPU
 #    beside a CUDA run) trained and recorded, both losses (switch_share 0.01 switches at the
