@@ -430,8 +430,7 @@ def check_full_ranking(config):
     evaluation (uni100, pop100...) the unlisted candidates would all tie and inflate them."""
     mode = (config["eval_args"] or {}).get("mode", "full")
     phases = mode if isinstance(mode, dict) else {"valid": mode, "test": mode}
-    sampled = {phase: m for phase, m in phases.items() if str(m).lower() != "full"}
-    if sampled:
+    if any(str(m).lower() != "full" for m in phases.values()):
         raise HetCompError(f"eval_args mode {mode!r}: a HetCompStudent run evaluates by full "
                            "ranking (the ensemble and the recorded lists rank every item); set "
                            "mode: full (a single model, --model=BPR..., accepts sampled modes)")

@@ -51,23 +51,25 @@ def parse(argv):
             raise UsageError(f"unrecognised argument '{arg}': use --key=value")
     args, rest = parser.parse_known_args(argv)
     files = args.config_files.split() if args.config_files else None
+    from_files = _config_files_settings(files)
     for key in ("model", "dataset"):
-        if getattr(args, key) is None and _from_config_files(key, files) is None:
+        # set by a file: left None here, so the Config takes it at the files' priority
+        if getattr(args, key) is None and from_files.get(key) is None:
             setattr(args, key, DEFAULTS[key])
+    args.runs = args.model or from_files.get("model")  # the model that runs, for messages
     return args, files, rest
 
 
-def _from_config_files(key, files):
-    """The value the config files give ``key`` (the last file's), or None; the Config then
-    takes it from there, at the files' priority. A file that cannot be read counts as not
-    setting it: the Config names the problem."""
+def _config_files_settings(files):
+    """What the config files set; a file that cannot be read counts as setting nothing (the
+    Config names the problem)."""
     from recbole_hetcomp.config import read_config_files
     from recbole_hetcomp.errors import HetCompError
 
     try:
-        return read_config_files(files).get(key)
+        return read_config_files(files)
     except (HetCompError, OSError):
-        return None
+        return {}
 
 
 def main(argv=None):
@@ -97,13 +99,12 @@ def main(argv=None):
               "seeds in the run state", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        model = args.model or _from_config_files("model", files)
-        if model == DEFAULTS["model"]:
+        if args.runs == DEFAULTS["model"]:
             print("interrupted: finished teachers stay in the trajectory store and finished "
                   "seeds in the run state; run the same command again to resume",
                   file=sys.stderr)
         else:  # one model: its training does not resume
-            print(f"interrupted: {model} was not finished (a single model's training does not "
+            print(f"interrupted: {args.runs} was not finished (a single model's training does not "
                   "resume); run the same command again to train it from the start",
                   file=sys.stderr)
         return 130

@@ -44,12 +44,11 @@ def export_model(model, config, split, logger, row=None, test_result=None, extra
         logger.warning(f"removed {stage}, left by an interrupted package write")
     path = write_package(config["checkpoint_dir"], model, split.dataset, card, factors,
                          index_bytes)
-    if factors is None:  # the package's README promise covers only the factorised models
-        logger.info(f"model package written to {path} ({config['model']} has no factorised "
-                    "form: hetcomp-recommend and hetcomp-serve do not serve it; load it with "
-                    "recbole_hetcomp.serving.load_data_and_model)")
-    else:
-        logger.info(f"model package written to {path}")
+    # the CLIs serve only the factorised models: say so where it is not one
+    note = "" if factors is not None else (
+        f" ({config['model']} has no factorised form: hetcomp-recommend and hetcomp-serve do "
+        "not serve it; load it with recbole_hetcomp.serving.load_data_and_model)")
+    logger.info(f"model package written to {path}{note}")
     return path
 
 
