@@ -5,7 +5,10 @@
 # the file comes back even from a run cut short).
 #
 #   benchmarks/gpu_check.sh            # on a GPU machine
-#   benchmarks/gpu_check.sh --dry-run  # here, on the CPU: same steps, tiny budgets, no CUDA
+#   benchmarks/gpu_check.sh --dry-run  # here: the same steps, configured for CUDA, with tiny
+#                                      # budgets on the simulated accelerator
+#                                      # (tests/sim_accelerator.py: CUDA's placement rules
+#                                      # on the CPU, so a tensor left on the CPU fails here)
 #
 # On a lent machine (see ../shared/docs/gpu.md: Python 3.12, torch with CUDA, pandas 3, no
 # network), RecBole and what else the image lacks come from .whl/ (Python 3.12 wheels); the
@@ -36,10 +39,11 @@ fi
 REPORT=results/gpu_check.md
 if [ $DRY = 1 ]; then
   REPORT=$WORK/gpu_check.md
-  DEVICE=cpu; GPU=False; EPOCHS=1; TEST_DEVICE=cpu; QUICK=--quick
+  RUN="$PY tests/sim_accelerator.py"; EPOCHS=1; TEST_DEVICE=sim; QUICK=--quick
 else
-  DEVICE=cuda; GPU=True; EPOCHS=3; TEST_DEVICE=cuda; QUICK=
+  RUN=$PY; EPOCHS=3; TEST_DEVICE=cuda; QUICK=
 fi
+DEVICE=cuda; GPU=True
 STATUS=0
 # The whole check stays within BUDGET seconds (the device tool's time is counted, and only what
 # is under $OUT comes back): a step gets at most what is left, a step with nothing left is
@@ -71,7 +75,7 @@ step() {  # step NAME TIMEOUT COMMAND...: run, record status, time and the outpu
 }
 
 : > "$REPORT.tmp"
-md "# GPU check$([ $DRY = 1 ] && echo ' (dry run on the CPU)')"
+md "# GPU check$([ $DRY = 1 ] && echo ' (dry run on the simulated accelerator, CPU)')"
 md ""
 md "$(date -u +%Y-%m-%dT%H:%M:%SZ); $($PY -c 'import torch, platform; print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, Python {platform.python_version()}, device:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")' 2>&1); $(nproc) CPU cores; commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 md ""
@@ -81,13 +85,13 @@ COMMON="--state=INFO --show_progress=False --use_gpu=$GPU --trajectory_dir=$WORK
 # 1. The student on ml-1m (synthetic teachers): epoch time, host syncs per batch, peak memory,
 #    and CPU-vs-device agreement of targets and snapshot choices where the student lists agree.
 TAIL=12 step "gpu_check.py: student epochs, host syncs, peak memory, CPU-vs-device agreement" \
-  150 $PY benchmarks/gpu_check.py --device $DEVICE --data-path "$DATA" $QUICK
+  150 $RUN benchmarks/gpu_check.py --device $DEVICE --data-path "$DATA" $QUICK
 
 # 2. The pipeline on the device, in one process: every teacher (EASE too: it scores on the CPU
 #    beside a CUDA run) trained and recorded, both losses (switch_share 0.01 switches at the
 #    first knowledge step), knowledge steps, RRD and DCD, the report.
 TAIL=25 step "pipeline on ml-100k: 7 teachers recorded, both losses, knowledge steps, RRD, DCD, report" \
-  240 $PY run_hetcomp.py --model=HetCompStudent --dataset=ml-100k $COMMON \
+  240 $RUN run_hetcomp.py --model=HetCompStudent --dataset=ml-100k $COMMON \
   "--teacher_config={'default': {'epochs': $EPOCHS, 'eval_step': 1}}" \
   --teachers="[BPR,CML,NeuMF,LightGCN,MultiVAE,ItemVAE,EASE]" \
   --epochs=$((EPOCHS * 10)) --kc_period=$EPOCHS --eval_step=$EPOCHS --switch_share=0.01 \
@@ -103,7 +107,7 @@ TAIL=25 step "test suite (HETCOMP_TEST_DEVICE=$TEST_DEVICE)" 240 \
 # 4. Student training speed on CiteULike (synthetic teachers).
 if [ -f dataset/citeulike-t/users.dat ]; then
   TAIL=25 step "bench_student.py --device $DEVICE (CiteULike)" 180 \
-    $PY benchmarks/bench_student.py --device $DEVICE --quick --repeats 1 \
+    $RUN benchmarks/bench_student.py --device $DEVICE --quick --repeats 1 \
     --users-dat dataset/citeulike-t/users.dat
 else
   md "## bench_student.py: skipped (no dataset/citeulike-t/users.dat)"; md ""
@@ -111,7 +115,7 @@ fi
 
 # 5. RecBole's loader against vectorised_loader on the device (where the data path dominates).
 TAIL=10 step "profile_epoch.py: RecBole's loader vs vectorised_loader, BPR and CML (ml-100k)" 120 \
-  $PY benchmarks/profile_epoch.py --dataset ml-100k --models BPR CML --compare-loaders \
+  $RUN benchmarks/profile_epoch.py --dataset ml-100k --models BPR CML --compare-loaders \
   --epochs 2 --use_gpu=$GPU --trajectory_dir=$WORK/traj
 
 md "Overall: $([ $STATUS -eq 0 ] && echo 'every step passed' || echo 'some steps FAILED or were SKIPPED (see above)')."

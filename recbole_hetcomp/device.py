@@ -39,7 +39,10 @@ def describe(device):
     if is_cuda(device):
         props = torch.cuda.get_device_properties(device)
         return f"{device} ({props.name}, {props.total_memory / 2 ** 30:.1f} GiB)"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    if torch.device(device).type == "cpu":
+        return (f"cpu ({platform.processor() or platform.machine()}, "
+                f"{torch.get_num_threads()} threads)")
+    return str(device)  # another accelerator torch supports: named as torch names it
 
 
 def memory_budget_bytes(config):

@@ -5,8 +5,26 @@ import os
 import numpy as np
 import pytest
 
-#: HETCOMP_TEST_DEVICE=cuda runs the suite's models on the GPU (benchmarks/gpu_check.sh).
-TEST_USE_GPU = os.environ.get("HETCOMP_TEST_DEVICE", "cpu") == "cuda"
+#: HETCOMP_TEST_DEVICE=cuda runs the suite's models on the GPU (benchmarks/gpu_check.sh);
+#: HETCOMP_TEST_DEVICE=sim on the simulated accelerator (tests/sim_accelerator.py): no GPU
+#: needed, and a tensor left on the CPU fails as it would on CUDA.
+TEST_DEVICE = os.environ.get("HETCOMP_TEST_DEVICE", "cpu")
+if TEST_DEVICE not in ("cpu", "cuda", "sim"):
+    raise SystemExit(f"HETCOMP_TEST_DEVICE={TEST_DEVICE!r}: use cpu, cuda or sim")
+TEST_USE_GPU = TEST_DEVICE in ("cuda", "sim")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _simulated_accelerator():
+    """Under HETCOMP_TEST_DEVICE=sim: what would run on CUDA runs on the simulated device, and
+    every test under its placement rules."""
+    if TEST_DEVICE != "sim":
+        yield
+        return
+    from sim_accelerator import gpu_runs_on_sim, simulated_accelerator
+
+    with simulated_accelerator(), gpu_runs_on_sim():
+        yield
 
 
 def write_tiny_dataset(root, name="tiny", n_users=40, n_items=60, seed=0, repeats=0):

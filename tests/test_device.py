@@ -16,6 +16,13 @@ from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.knowledge import masked_topk, topk_by_id
 from recbole_hetcomp.trajectory import TrajectoryRecorder
 
+from conftest import TEST_DEVICE
+
+#: These read CUDA's own device choice and budgets, or use the meta device themselves: the
+#: simulated accelerator (HETCOMP_TEST_DEVICE=sim) stands in for that choice.
+not_under_sim = pytest.mark.skipif(TEST_DEVICE == "sim", reason="reads the CUDA choice that "
+                                   "the simulated accelerator replaces")
+
 
 @pytest.fixture
 def cuda_present(monkeypatch):
@@ -30,6 +37,7 @@ def config_of(base, **keys):
 
 
 # --- defect 1: use_gpu False means the CPU ------------------------------------------------
+@not_under_sim
 def test_use_gpu_false_means_cpu_even_with_cuda(tiny, cuda_present):
     _, base = tiny
     assert config_of(base, use_gpu=False)["device"] == torch.device("cpu")
@@ -58,6 +66,7 @@ def test_unset_visible_devices_is_set_from_gpu_id(tiny, monkeypatch):
     assert os.environ.get("CUDA_VISIBLE_DEVICES") == "0"  # as RecBole does
 
 
+@not_under_sim
 def test_gpu_asked_for_but_missing_is_one_clear_error(tiny, monkeypatch):
     _, base = tiny
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # e.g. gpu_id of no GPU
@@ -86,6 +95,7 @@ class CPUScorer(GeneralRecommender):
         return self.table[users].float().view(-1)
 
 
+@not_under_sim
 def test_recorder_scores_on_another_device_than_the_parameters(tiny):
     _, base = tiny
     config = Config("BPR", "tiny", config_dict=base)
@@ -168,6 +178,7 @@ def test_cpu_loss_chunks_keep_the_measured_budget(tiny, n_items, users):
     assert batch_users(config, "loss_chunk_users", "loss", n_items) == 9
 
 
+@not_under_sim
 def test_cuda_budgets_fit_the_memory_budget(tiny, cuda_present):
     _, base = tiny
     big = config_of(base, gpu_memory_budget=80)

@@ -172,7 +172,7 @@ def test_cml_embeddings_stay_in_ball(data_path):
         model.user_embedding.weight.mul_(5.0)
         model.item_embedding.weight.mul_(5.0)
     model.train()
-    batch = next(iter(train_data))
+    batch = next(iter(train_data)).to(model.device)
     assert torch.isfinite(model.calculate_loss(batch))
     for table in (model.user_embedding.weight, model.item_embedding.weight):
         assert table.norm(dim=1).max().item() <= clip + 1e-5
@@ -180,7 +180,7 @@ def test_cml_embeddings_stay_in_ball(data_path):
 
 def test_cml_covariance_regulariser_adds_to_loss(data_path):
     config, model, train_data = build(CML, data_path, cov_reg_weight=1.0, **SMALL[CML])
-    batch = next(iter(train_data))
+    batch = next(iter(train_data)).to(model.device)
     with_reg = model.calculate_loss(batch)
     model.cov_reg_weight = 0.0
     assert with_reg.item() > model.calculate_loss(batch).item()
@@ -216,4 +216,5 @@ def test_itemvae_reads_item_rows_of_training_matrix(data_path):
         train_data.dataset.inter_matrix(form="csr").transpose().toarray() > 0
     ).float()
     items = torch.tensor([0, 5, 3, 5, model.n_items - 1])
-    torch.testing.assert_close(model._item_rows(items), expected[items])
+    rows = model._item_rows(items.to(model.device))
+    torch.testing.assert_close(rows.cpu(), expected[items])

@@ -17,7 +17,7 @@ import torch
 from recbole.data.interaction import Interaction
 
 import recbole_hetcomp.pipeline as pipeline
-from conftest import write_tiny_dataset
+from conftest import TEST_DEVICE, TEST_USE_GPU, write_tiny_dataset
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.quick_start import run_hetcomp
 from recbole_hetcomp.serving import PackageError, Recommender, load_data_and_model
@@ -27,6 +27,10 @@ from recbole_hetcomp.atomic import file_sha256
 from recbole_hetcomp.serving import package
 from recbole_hetcomp.serving.package import MANIFEST, read_weights
 from recbole_hetcomp.knowledge import topk_by_id
+
+#: Where the serving tests serve: the CPU, or under HETCOMP_TEST_DEVICE=cuda|sim the GPU (the
+#: simulated one under sim), from packages exported by a pipeline run on that device.
+SERVE_DEVICE = "cpu" if TEST_DEVICE == "cpu" else "cuda"
 
 try:
     import faiss  # noqa: F401
@@ -43,7 +47,7 @@ def run(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(tmp)
     write_tiny_dataset(str(tmp / "data"))
-    config = {"data_path": str(tmp / "data"), "use_gpu": False, "show_progress": False,
+    config = {"data_path": str(tmp / "data"), "use_gpu": TEST_USE_GPU, "show_progress": False,
               "state": "ERROR", "checkpoint_dir": str(tmp / "saved"),
               "trajectory_dir": str(tmp / "traj"), "train_batch_size": 256, "epochs": 3,
               "eval_step": 1, "trajectory_topk": 10, "teachers": ["BPR", "CML", "MultiVAE"],
@@ -54,12 +58,12 @@ def run(tmp_path_factory):
     real = pipeline.export_model
 
     def spy(model, mconfig, split, logger, **kwargs):
-        users = torch.arange(split.n_users)
+        users = torch.arange(split.n_users, device=model.device)
         with torch.no_grad():
             model.eval()
             scores = model.full_sort_predict(Interaction({model.USER_ID: users}))
         path = real(model, mconfig, split, logger, **kwargs)
-        captured[path] = scores.view(split.n_users, -1).numpy().copy()
+        captured[path] = scores.view(split.n_users, -1).cpu().numpy().copy()
         return path
 
     pipeline.export_model = spy
@@ -117,7 +121,7 @@ def test_loaded_in_a_fresh_process_scores_equal_the_trained_model(run):
 
 
 def test_recommendations_are_the_brute_force_topk_without_known_items(run):
-    rec = Recommender.load(student_path(run), use_index=False)
+    rec = Recommender.load(student_path(run), use_index=False, device=SERVE_DEVICE)
     scores = run["scores"][student_path(run)]
     known = known_items(run["data"])
     users = rec.user_tokens[1:]
@@ -152,7 +156,7 @@ def test_topk_breaks_ties_by_lower_id():
 
 
 def test_unknown_user_falls_back_to_popular_items_flagged(run):
-    rec = Recommender.load(student_path(run))
+    rec = Recommender.load(student_path(run), device=SERVE_DEVICE)
     known, fallback = rec.recommend(["u1", "nobody-knows-me"], k=4)
     assert not known.fallback and fallback.fallback and fallback.user == "nobody-knows-me"
     counts = {}
@@ -168,7 +172,7 @@ def test_unknown_user_falls_back_to_popular_items_flagged(run):
 
 
 def test_k_larger_than_the_catalogue(run):
-    rec = Recommender.load(student_path(run))
+    rec = Recommender.load(student_path(run), device=SERVE_DEVICE)
     known = known_items(run["data"])
     (got,) = rec.recommend(["u1"], k=10_000)
     assert len(got) == rec.n_items - len(known["u1"])  # every item the user has not seen
@@ -185,9 +189,9 @@ def test_k_larger_than_the_catalogue(run):
 
 
 def test_similar_items(run):
-    rec = Recommender.load(student_path(run))
+    rec = Recommender.load(student_path(run), device=SERVE_DEVICE)
     (similar,) = rec.similar_items(["i2"], k=5)
-    q = rec.factors[1].numpy()
+    q = rec.factors[1].cpu().numpy()
     unit = q / np.linalg.norm(q, axis=1, keepdims=True)
     i2 = rec.item_tokens.index("i2")
     sims = unit[1:] @ unit[i2]
@@ -208,7 +212,7 @@ def test_a_batch_equals_one_user_at_a_time(run, monkeypatch):
     unknown ones the popular items."""
     from recbole_hetcomp.serving import recommender
 
-    rec = Recommender.load(student_path(run), use_index=False)
+    rec = Recommender.load(student_path(run), use_index=False, device=SERVE_DEVICE)
     scores = run["scores"][student_path(run)]
     known = known_items(run["data"])
     counts = {}
@@ -355,7 +359,8 @@ def test_a_factorised_form_that_misses_the_models_scores_is_refused():
 @pytest.mark.skipif(not HAVE_FAISS, reason="faiss-cpu not installed (the [serve] extra)")
 def test_faiss_index_gives_the_brute_force_lists(run):
     path = student_path(run)
-    indexed, brute = Recommender.load(path), Recommender.load(path, use_index=False)
+    indexed = Recommender.load(path, device=SERVE_DEVICE)
+    brute = Recommender.load(path, use_index=False, device=SERVE_DEVICE)
     assert indexed.index is not None and brute.index is None
     users = indexed.user_tokens[1:] + ["stranger"]
     for k in (1, 5, 25, 10_000):
@@ -379,23 +384,24 @@ def test_teacher_packages_rebuild_with_load_data_and_model(run):
     for name in ("BPR", "CML", "MultiVAE", "student"):
         path = run["report"]["packages"][name]
         config, model, dataset, train, valid, test = load_data_and_model(path)
-        users = torch.arange(dataset.user_num)
+        users = torch.arange(dataset.user_num, device=model.device)
         with torch.no_grad():
             scores = model.full_sort_predict(Interaction({model.USER_ID: users}))
-        np.testing.assert_allclose(scores.view(dataset.user_num, -1).numpy(),
+        np.testing.assert_allclose(scores.view(dataset.user_num, -1).cpu().numpy(),
                                    run["scores"][path], rtol=1e-5, atol=1e-5)
         assert len(test.dataset) > 0 and config["model"] == json.load(
             open(os.path.join(path, "model_card.json")))["model"]
     with pytest.raises(PackageError, match="no factorised serving form"):
         Recommender.load(run["report"]["packages"]["MultiVAE"])
-    cml = Recommender.load(run["report"]["packages"]["CML"])  # biased factorised form
-    np.testing.assert_allclose(cml.scores(np.arange(cml.n_users + 1)).numpy(),
+    cml = Recommender.load(run["report"]["packages"]["CML"],  # biased factorised form
+                           device=SERVE_DEVICE)
+    np.testing.assert_allclose(cml.scores(np.arange(cml.n_users + 1)).cpu().numpy(),
                                run["scores"][run["report"]["packages"]["CML"]], rtol=1e-5,
                                atol=1e-5)
 
 
 def test_one_bare_token_is_refused_and_empty_lists_give_empty_answers(run):
-    rec = Recommender.load(student_path(run))
+    rec = Recommender.load(student_path(run), device=SERVE_DEVICE)
     for call in (lambda: rec.recommend("u1"), lambda: rec.topk("u1"),
                  lambda: rec.user_ids("u1")):
         with pytest.raises(TypeError, match=r"users must be a list of tokens.*pass \['u1'\]"):
@@ -665,7 +671,8 @@ def test_a_device_this_torch_cannot_serve_on_is_one_line(run, capsys, device, me
         Recommender.load(student_path(run), device=device)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without CUDA")
+@pytest.mark.skipif(torch.cuda.is_available() or TEST_DEVICE == "sim",
+                    reason="needs a torch without CUDA (and not a simulated GPU)")
 def test_cuda_without_cuda_says_to_use_cpu(run, capsys):
     err = _cli_error(capsys, student_path(run), "--user", "u1", "--device", "cuda")
     assert "--device cuda: torch here has no CUDA" in err and "use --device cpu" in err
@@ -724,7 +731,7 @@ def test_http_answers_every_bad_request_in_json_and_keeps_the_connection(run):
     import http.client
     import socket
 
-    server, url = serve_in_thread(Recommender.load(student_path(run)))
+    server, url = serve_in_thread(Recommender.load(student_path(run), device=SERVE_DEVICE))
     try:
         for bad in ("k=%C2%B2", "k=%D9%A3", "k=1" + "0" * 5000, "k=+3", "k=%203"):
             status, body = _get(f"{url}/recommend?user=u1&{bad}")
@@ -754,7 +761,7 @@ def test_http_answers_every_bad_request_in_json_and_keeps_the_connection(run):
 
 
 def test_http_endpoint_answers_rejects_bad_input_and_keeps_serving(run):
-    rec = Recommender.load(student_path(run))
+    rec = Recommender.load(student_path(run), device=SERVE_DEVICE)
     server, url = serve_in_thread(rec)
     try:
         status, body = _get(f"{url}/healthz")
