@@ -1,12 +1,15 @@
-"""Mutation check: do the tests catch plausible mistakes in the method, in serving, and in
-reusing stored work?
+"""Mutation check: do the tests catch plausible mistakes in the method, in serving, in
+reusing stored work, and in device placement?
 
-Two batches of mutations. ``METHOD`` models ways of misreading the method spec
+Three batches of mutations. ``METHOD`` models ways of misreading the method spec
 (``../shared/docs/hetcomp-method.md``, beside the checkout); ``SERVING`` models silent bugs
 where a user keeps and serves a model or reuses stored work (the model package and its
 manifest, the Recommender's exclusion, ids, fallback and cuts, the HTTP bounds, the trajectory
 store, the split fingerprint, the validation-fitted ensemble weights), against the code's
-documented contract (README, docstrings). Each is an exact source snippet, its replacement, the
+documented contract (README, docstrings). ``DEVICE`` models the placement bugs of issue 9 (a
+tensor left on the CPU beside a GPU run), which pass on a CPU-only machine: their tests run on
+the simulated accelerator (``HETCOMP_TEST_DEVICE=sim``, tests/sim_accelerator.py), and once
+more on the plain CPU to show that only the simulation catches them. Each is an exact source snippet, its replacement, the
 bug it stands for, and the narrow set of tests that should notice. For each mutation the script edits
 a throw-away copy of the repository (never the working tree), runs those tests there with
 ``pytest -x -q -p no:cacheprovider`` and records
@@ -101,6 +104,8 @@ class Mutation:
     #: For a mutant that survived its batch's first run: the gap in the tests, and the test
     #: (added or strengthened) that now kills it. Printed under "first run" in the results.
     gap: str = ""
+    #: Run the tests on the simulated accelerator (and, for comparison, on the plain CPU).
+    sim: bool = False
 
 
 #: The method core: knowledge/, trainer/, trajectory/recorder.py (first run 2026-12-03).
@@ -550,7 +555,63 @@ SERVING = [
              "the default)", (WEIGHTS,)),
 ]
 
-MUTATIONS = METHOD + SERVING
+R = "recbole_hetcomp/"
+RECORDED_EASE = "tests/test_recording.py::test_recorded_lists_equal_brute_force[EASE]"
+RECORDED_BPR = "tests/test_recording.py::test_recorded_lists_equal_brute_force[BPR]"
+MODELS = "tests/test_models.py::"
+
+#: Device placement (issue 9): each a tensor left on the CPU while the run is on a GPU, the
+#: kind of bug no CPU-only test run can see (first run 2026-12-03).
+DEVICE = [
+    Mutation("recorder_masks_on_the_run_device", R + "trajectory/recorder.py",
+             "scores, self.training_mask(batch, scores.device)).to(self.device)",
+             "scores, self.training_mask(batch)).to(self.device)",
+             "the recorder builds its masks on the run's device while EASE scores on the CPU "
+             "(issue 9's defect 3)", (RECORDED_EASE,), sim=True),
+    Mutation("recorder_users_left_on_the_cpu", R + "trajectory/recorder.py",
+             "Interaction({self.uid_field: users.to(self.device)})",
+             "Interaction({self.uid_field: users})",
+             "the recorder scores CPU user ids with a model on the device", (RECORDED_BPR,),
+             sim=True),
+    Mutation("knowledge_history_left_on_the_cpu", R + "trainer/knowledge_set.py",
+             "self.history = history.to(device)", "self.history = history",
+             "the knowledge set keeps the training histories on the CPU, indexed by device "
+             "user ids", (LOSS_SUM,), sim=True),
+    Mutation("distillation_batch_left_on_the_cpu", R + "trainer/distillation.py",
+             "interaction = interaction.to(self.device)\n            users = torch.unique",
+             "users = torch.unique",
+             "the distillation loop never moves its batch to the device", (LOSS_SUM,), sim=True,
+             gap="the loss test moved its batch to the device itself before handing it to the "
+                 "loop, which a loader never does -> "
+                 "`test_pipeline.py::test_student_loss_is_the_weighted_sum_over_the_batch_"
+                 "distinct_users` hands the loop the loader's CPU batch"),
+    Mutation("itemvae_rows_made_on_the_cpu", R + "model/itemvae.py",
+             "rows = torch.zeros(len(items), self.n_users, device=self.device)",
+             "rows = torch.zeros(len(items), self.n_users)",
+             "ItemVAE's dense item rows are made on the CPU and filled from device ids",
+             (MODELS + "test_itemvae_reads_item_rows_of_training_matrix",), sim=True),
+    Mutation("neumf_items_made_on_the_cpu", R + "model/neumf.py",
+             "items = torch.arange(n_items, device=self.device)",
+             "items = torch.arange(n_items)",
+             "NeuMF's per-pair full sort looks up CPU item ids in device embeddings",
+             (MODELS + "test_neumf_training_mode_with_input_dropout_scores_each_pair",),
+             sim=True),
+    Mutation("dcd_generator_on_the_cpu", R + "trainer/ranking_distillation.py",
+             "torch.Generator(device=self.device)", "torch.Generator()",
+             "RRD and DCD draw on the device with a CPU random generator",
+             (PIPE + "test_ablations_and_distillation_baselines_are_rows",), sim=True),
+    Mutation("ensemble_ranker_scores_on_the_cpu", R + "model/ensemble_ranker.py",
+             "scores = torch.full((len(users), self.n_items), -1e9, device=lists.device)",
+             "scores = torch.full((len(users), self.n_items), -1e9)",
+             "the teachers' ensemble scores its lists into a CPU matrix",
+             (PIPE + "test_ablations_and_distillation_baselines_are_rows",), sim=True),
+    Mutation("serving_factors_left_on_the_cpu", R + "serving/recommender.py",
+             "torch.from_numpy(f).to(self.device)", "torch.from_numpy(f)",
+             "a package served with device='cuda' keeps its factors on the CPU", (BRUTE,),
+             sim=True),
+]
+
+MUTATIONS = METHOD + SERVING + DEVICE
 
 #: Each batch's first run, before the tests it showed missing were written: (title, mutations,
 #: what that run found). The mutants it left alive carry their ``gap``.
@@ -571,6 +632,10 @@ BATCHES = [
      "those two, were gaps in the tests, none a defect in the code. The new tests take their "
      "expected values from the README and docstrings, or from small hand-worked packages, "
      "stores and splits; none asks the code under test for them."),
+    ("Device placement", DEVICE,
+     "First run 2026-12-03 on the same machine, 191 s: on the plain CPU all 9 survived (a "
+     "CPU-only machine cannot see a tensor left on the CPU); on the simulated accelerator 8 / 9 "
+     "were killed. The survivor was a gap in a test, not in the code."),
 ]
 
 
@@ -616,7 +681,13 @@ def environment(work):
     for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[key] = "1"
     env["CUDA_VISIBLE_DEVICES"] = ""  # CPU torch; keep a stray GPU out of the timing
+    env["HETCOMP_TEST_DEVICE"] = "cpu"
     return env
+
+
+def sim_environment(env):
+    """``env`` with the tests on the simulated accelerator."""
+    return {**env, "HETCOMP_TEST_DEVICE": "sim"}
 
 
 def check_import(work, env):
@@ -663,11 +734,15 @@ def apply(work, m):
     return path, original
 
 
-def table(results):
+def table(results, plain=None):
+    """Markdown rows; ``plain``: mutant name -> its status on the plain CPU run (sim mutants)."""
+    plain = plain or {}
     rows = ["| # | mutation | file | bug modelled | tests | result | s |",
             "|---|---|---|---|---|---|---|"]
     for i, (m, status, seconds, _) in enumerate(results, 1):
         shown = status + (" (equivalent)" if m.equivalent and status == "SURVIVED" else "")
+        if m.name in plain:
+            shown = f"{shown} on the simulated accelerator; {plain[m.name]} on the plain CPU"
         tests = "<br>".join(t.replace("tests/", "") for t in m.tests)
         rows.append(f"| {i} | `{m.name}` | {m.path.replace('recbole_hetcomp/', '')} | "
                     f"{m.why.replace('|', '/')} | {tests} | {shown} | {seconds:.0f} |")
@@ -737,24 +812,35 @@ def main(argv=None):
     try:
         env = environment(work)
         check_import(work, env)
+        sim_env = sim_environment(env)
         if not args.no_baseline:
             # Without this, a test that fails anyway would count every mutant as killed.
-            selection = sorted({t for m in chosen for t in m.tests})
-            status, seconds, last = run_tests(work, env, selection, args.timeout * 3)
-            print(f"baseline (unmutated copy): {status} in {seconds:.0f} s: {last}", flush=True)
-            if status != "SURVIVED":
-                print("the selected tests do not pass on the unmutated code", file=sys.stderr)
-                return 1
-        results = []
+            for where, run_env, sim in (("", env, False), (", simulated accelerator", sim_env,
+                                                           True)):
+                selection = sorted({t for m in chosen if m.sim == sim for t in m.tests})
+                if not selection:
+                    continue
+                status, seconds, last = run_tests(work, run_env, selection, args.timeout * 3)
+                print(f"baseline (unmutated copy{where}): {status} in {seconds:.0f} s: {last}",
+                      flush=True)
+                if status != "SURVIVED":
+                    print("the selected tests do not pass on the unmutated code",
+                          file=sys.stderr)
+                    return 1
+        results, plain = [], {}
         for i, m in enumerate(chosen, 1):
             path, original = apply(work, m)
             try:
-                status, seconds, last = run_tests(work, env, list(m.tests), args.timeout)
+                if m.sim:  # the same tests on the plain CPU first: what a CPU-only run sees
+                    plain[m.name] = run_tests(work, env, list(m.tests), args.timeout)[0]
+                status, seconds, last = run_tests(work, sim_env if m.sim else env,
+                                                  list(m.tests), args.timeout)
             finally:
                 with open(path, "w", encoding="utf-8") as f:
                     f.write(original)
             results.append((m, status, seconds, last))
-            print(f"[{i}/{len(chosen)}] {status:8} {seconds:5.0f} s  {m.name}: {last}",
+            seen = f" (plain CPU: {plain[m.name]})" if m.sim else ""
+            print(f"[{i}/{len(chosen)}] {status:8} {seconds:5.0f} s  {m.name}{seen}: {last}",
                   flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -762,15 +848,15 @@ def main(argv=None):
     total = time.perf_counter() - started
     load_after = os.getloadavg()
     text, open_count = summary(results)
-    body = table(results) + "\n\n" + text + "\n"
+    body = table(results, plain) + "\n\n" + text + "\n"
     print("\n" + body)
     if args.markdown:
         import torch  # only for the header: the torch build the tests ran on
 
         cores = os.cpu_count()
         header = (
-            "# Mutation check: do the tests catch plausible bugs in the method, in serving and "
-            "in reused stored work?\n\n"
+            "# Mutation check: do the tests catch plausible bugs in the method, in serving, in "
+            "reused stored work and in device placement?\n\n"
             f"- date: {date}\n"
             f"- machine: {cores}-core VM ({platform.machine()}, {platform.system()}), "
             f"CPU torch {torch.__version__}, Python {platform.python_version()}, "
@@ -784,6 +870,9 @@ def main(argv=None):
             "Each mutant is one edit, applied to a temporary copy of the repository; its tests run "
             "with `pytest -x -q -p no:cacheprovider`. KILLED: a test failed. SURVIVED "
             "(equivalent): the edit changes no observable behaviour, the reason is in its row. "
+            "Device-placement mutants run their tests on the simulated accelerator "
+            "(`HETCOMP_TEST_DEVICE=sim`, `tests/sim_accelerator.py`) and, before that, on the "
+            "plain CPU, whose result is given beside. "
             "The list and the selections are in `benchmarks/mutation_check.py`.\n\n")
         with open(args.markdown, "w", encoding="utf-8") as f:
             f.write(header + body + first_runs())

@@ -4,7 +4,8 @@
 # ../shared/docs/gpu.md) finds everything it needs and spends its minutes on the GPU.
 #
 #   benchmarks/prepare_gpu_check.sh            # wheels into .whl/, data into dataset/, size check
-#   benchmarks/prepare_gpu_check.sh --dry-run  # the same, then gpu_check.sh --dry-run on the CPU
+#   benchmarks/prepare_gpu_check.sh --dry-run  # the same, then gpu_check.sh --dry-run (the GPU
+#                                              # run's settings on the simulated accelerator)
 #
 # Then, with the device tool: run `bash benchmarks/gpu_check.sh` with carry [".whl", "dataset"]
 # and timeout_s 600 (the script keeps its steps within 510 s, plus the wheels' install), commit the

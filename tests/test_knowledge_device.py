@@ -1,8 +1,11 @@
 """Every knowledge function runs on the device of its inputs and agrees with the CPU."""
 
+import contextlib
+
 import pytest
 import torch
 
+from sim_accelerator import SIM_DEVICE, simulated_accelerator
 from recbole_hetcomp.knowledge import (
     KnowledgeState,
     ensemble_targets,
@@ -16,6 +19,7 @@ from recbole_hetcomp.knowledge import (
 
 DEVICES = [
     "cpu",
+    "sim",  # the simulated accelerator (tests/sim_accelerator.py): CUDA's placement rules
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
                                                  reason="CUDA is not available")),
 ]
@@ -40,6 +44,12 @@ def _inputs(seed=0):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_knowledge_pipeline_on_device(device):
+    harness = simulated_accelerator() if device == "sim" else contextlib.nullcontext()
+    with harness:
+        _knowledge_pipeline_agrees_with_the_cpu(SIM_DEVICE if device == "sim" else device)
+
+
+def _knowledge_pipeline_agrees_with_the_cpu(device):
     rankings, observed, choice, scores = _inputs()
     c = rankings.shape[1]
     results = {}

@@ -408,7 +408,8 @@ def test_student_loss_is_the_weighted_sum_over_the_batch_distinct_users(tiny, sw
     _, base = tiny
     trainer, train, _ = _student_trainer(base)
     trainer.switched = switched
-    interaction = next(iter(train)).to(trainer.device)
+    batch = next(iter(train))  # as the loader gives it (on the CPU): the loop moves it
+    interaction = batch.to(trainer.device)
     rows = interaction[trainer.config["USER_ID_FIELD"]]
     users = sorted(set(rows.tolist()))
     assert len(users) < len(rows)  # the case under test: users repeat in the batch
@@ -427,7 +428,7 @@ def test_student_loss_is_the_weighted_sum_over_the_batch_distinct_users(tiny, sw
         else:
             expected = 0.01 * reference_overall(scores, exclude, *args).sum()
     trainer.rank_top = (5, 3)  # T_u has K = 5 items here
-    got = trainer._train_epoch([interaction], 1)
+    got = trainer._train_epoch([batch], 1)
     assert got == pytest.approx(float(expected), rel=1e-5)
 
 
