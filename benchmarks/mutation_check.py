@@ -559,9 +559,11 @@ R = "recbole_hetcomp/"
 RECORDED_EASE = "tests/test_recording.py::test_recorded_lists_equal_brute_force[EASE]"
 RECORDED_BPR = "tests/test_recording.py::test_recorded_lists_equal_brute_force[BPR]"
 MODELS = "tests/test_models.py::"
+SYNCS_PER_BATCH = "tests/test_device.py::test_a_student_epoch_waits_for_the_device_once_per_batch"
 
-#: Device placement (issue 9): each a tensor left on the CPU while the run is on a GPU, the
-#: kind of bug no CPU-only test run can see (first run 2026-12-03).
+#: Device placement and host syncs (issue 9): a tensor left on the CPU while the run is on a
+#: GPU, the kind of bug no CPU-only test run can see, and a host sync per batch or chunk that
+#: the simulated accelerator counts (first run 2026-12-03).
 DEVICE = [
     Mutation("recorder_masks_on_the_run_device", R + "trajectory/recorder.py",
              "scores, self.training_mask(batch, scores.device)).to(self.device)",
@@ -578,13 +580,27 @@ DEVICE = [
              "the knowledge set keeps the training histories on the CPU, indexed by device "
              "user ids", (LOSS_SUM,), sim=True),
     Mutation("distillation_batch_left_on_the_cpu", R + "trainer/distillation.py",
-             "interaction = interaction.to(self.device)\n            users = torch.unique",
-             "users = torch.unique",
+             "users = torch.unique(interaction[uid]).to(self.device)\n"
+             "            interaction = interaction.to(self.device)",
+             "users = torch.unique(interaction[uid])",
              "the distillation loop never moves its batch to the device", (LOSS_SUM,), sim=True,
              gap="the loss test moved its batch to the device itself before handing it to the "
                  "loop, which a loader never does -> "
                  "`test_pipeline.py::test_student_loss_is_the_weighted_sum_over_the_batch_"
                  "distinct_users` hands the loop the loader's CPU batch"),
+    Mutation("unique_users_found_on_the_device", R + "trainer/distillation.py",
+             "users = torch.unique(interaction[uid]).to(self.device)\n"
+             "            interaction = interaction.to(self.device)",
+             "interaction = interaction.to(self.device)\n"
+             "            users = torch.unique(interaction[uid])",
+             "the loop finds its batch's users on the device: a second host sync per batch "
+             "(issue 9's defect 6)", (SYNCS_PER_BATCH,)),
+    Mutation("nan_checked_per_chunk", R + "trainer/hetcomp.py",
+             "            loss.backward()\n            total = loss.detach()",
+             "            loss.backward()\n            assert torch.isfinite(loss).item()\n"
+             "            total = loss.detach()",
+             "the loss is read on the host once per chunk (an .item() per chunk, issue 9's "
+             "defect 6)", (SYNCS_PER_BATCH,)),
     Mutation("itemvae_rows_made_on_the_cpu", R + "model/itemvae.py",
              "rows = torch.zeros(len(items), self.n_users, device=self.device)",
              "rows = torch.zeros(len(items), self.n_users)",

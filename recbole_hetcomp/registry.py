@@ -2,6 +2,7 @@
 
 import importlib
 
+import torch
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 from recbole.utils import ModelType
@@ -20,6 +21,12 @@ def get_model(name):
     module = importlib.import_module("recbole_hetcomp.model")
     if name in getattr(module, "__all__", []):
         return getattr(module, name)
+    # RecBole looks a name up package by package, importing each package whole on the way;
+    # its sequential package imports SINE, which switches autograd's anomaly detection on for
+    # the whole process (a NaN check after every backward operation: a host sync each on a
+    # GPU, slower training everywhere). Any name that is not a general model gets that far
+    # (and is refused below): the anomaly mode is put back as it was.
+    anomaly = torch.is_anomaly_enabled()
     try:
         model_class = recbole_get_model(name)
     except (ValueError, ImportError, AttributeError):
@@ -27,6 +34,8 @@ def get_model(name):
             f"unknown model '{name}': use one of this package's models "
             f"({', '.join(plugin_models())}) or a RecBole model name such as BPR, LightGCN, "
             "MultiVAE (names are case-sensitive)") from None
+    finally:
+        torch.autograd.set_detect_anomaly(anomaly)
     if model_class.type not in (ModelType.GENERAL, ModelType.TRADITIONAL):
         raise HetCompError(f"model '{name}' is a {model_class.type.name.lower()} model; "
                            "recbole-hetcomp runs general (user-item) recommenders")

@@ -16,6 +16,9 @@ second device that is not the CPU and computes on the CPU underneath:
   may stay on the CPU, as on CUDA; copies between devices are allowed); factories given
   ``device='meta'`` make ``SimTensor``s.
 - Host reads follow CUDA: ``.item()`` and ``.tolist()`` work, ``.numpy()`` is refused.
+- Host synchronisations are counted (``count_host_syncs``): every operation on device tensors
+  that makes a CUDA host wait for the device (a value read, a copy to the host, a result whose
+  size depends on the data), so a per-batch loop's syncs can be held to a budget on the CPU.
 
 Use: ``with simulated_accelerator(): ...`` and put the run on ``SIM_DEVICE``; or, with
 ``with gpu_runs_on_sim(): ...`` as well, let every Config that would pick CUDA (and serving's
@@ -24,6 +27,7 @@ Use: ``with simulated_accelerator(): ...`` and put the run on ``SIM_DEVICE``; or
 ``python tests/sim_accelerator.py SCRIPT [ARGS...]``.
 """
 
+import collections
 import contextlib
 import os
 import runpy
@@ -44,6 +48,46 @@ _COPIES = {"aten::copy_", "aten::_to_copy", "aten::_copy_from", "aten::_copy_fro
            "aten::alias", "aten::set_"}
 _INDEXING = {"aten::index", "aten::index_put", "aten::index_put_", "aten::_index_put_impl_",
              "aten::_unsafe_index", "aten::_unsafe_index_put"}
+
+
+#: Operations that make a CUDA host wait for the device when their input is on it (what
+#: ``torch.cuda.set_sync_debug_mode`` reports): reading a value, copying to the host, and
+#: results whose size depends on the data.
+_HOST_SYNCS = {"aten::_local_scalar_dense", "aten::is_nonzero", "aten::equal", "aten::nonzero",
+               "aten::masked_select", "aten::_unique", "aten::_unique2", "aten::unique_dim",
+               "aten::unique_consecutive", "aten::bincount", "aten::repeat_interleave"}
+_sync_counters = []  # the Counters of the count_host_syncs blocks now open
+
+
+def _waits_for_device(name, args, kwargs):
+    """Would this operation, with device tensors among its inputs, make a CUDA host wait?"""
+    if name == "aten::_to_copy":  # .cpu(), .to('cpu')
+        return kwargs.get("device") is not None and torch.device(kwargs["device"]).type == "cpu"
+    if name == "aten::copy_":  # into a host tensor
+        return not isinstance(args[0], SimTensor)
+    if name == "aten::repeat_interleave":  # it must count its output unless given its size
+        return kwargs.get("output_size") is None
+    if name in _INDEXING:  # a boolean mask as an index is a nonzero() inside
+        return any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8)
+                   for i in args[1] if i is not None)
+    return name in _HOST_SYNCS
+
+
+def _count_sync(name):
+    for counter in _sync_counters:
+        counter[name] += 1
+
+
+@contextlib.contextmanager
+def count_host_syncs():
+    """``with count_host_syncs() as syncs: ...``: ``syncs`` counts, per operation, the host
+    synchronisations a CUDA run of the block would make (inside ``simulated_accelerator``)."""
+    counter = collections.Counter()
+    _sync_counters.append(counter)
+    try:
+        yield counter
+    finally:
+        _sync_counters.remove(counter)
 
 
 class DevicePlacementError(RuntimeError):
@@ -126,6 +170,8 @@ def _run(func, args, kwargs):
         return x
 
     on_device = any(isinstance(x, SimTensor) for x in pytree.tree_leaves((args, kwargs)))
+    if on_device and _sync_counters and _waits_for_device(name, args, kwargs):
+        _count_sync(name)
     args, kwargs = pytree.tree_map(unwrap, (args, kwargs))
     target = kwargs.get("device")
     if target is not None:
@@ -235,6 +281,7 @@ class HostReads(TorchFunctionMode):
                 torch.tensor(v, dtype=args[0].dtype) if isinstance(v, (bool, int, float))
                 else v for v in args[2:])
         if func is torch.Tensor.tolist and isinstance(args[0], SimTensor):
+            _count_sync("tolist")
             return args[0]._data.tolist()
         return func(*args, **kwargs)
 

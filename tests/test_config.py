@@ -213,3 +213,27 @@ def test_mapping_without_space_after_colon_is_refused(tiny, tmp_path, arg, key):
     path.write_text(arg[2:].replace("=", ": ", 1) + "\n")
     with pytest.raises(HetCompError, match=f"{key} in config file .* reads as one key"):
         Config("HetCompStudent", "tiny", [str(path)], config_dict=base)
+
+
+def test_a_refused_model_name_leaves_autograd_anomaly_detection_off():
+    """RecBole's SINE module switches autograd's anomaly detection on, for the whole process,
+    when its package is imported, which RecBole's lookup of any non-general name does. A user
+    whose first try named such a model must not train everything after at anomaly-mode speed.
+    In a fresh process: the import happens once per process."""
+    import subprocess
+    import sys
+
+    probe = ("import torch\n"
+             "from recbole_hetcomp.errors import HetCompError\n"
+             "from recbole_hetcomp.registry import get_model\n"
+             "for name in ('NoSuchModel', 'SASRec'):\n"
+             "    try:\n"
+             "        get_model(name)\n"
+             "    except HetCompError:\n"
+             "        pass\n"
+             "import sys\n"
+             "print('recbole.model.sequential_recommender.sine' in sys.modules, "
+             "torch.is_anomaly_enabled())\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["True", "False"]  # SINE was imported, and its switch undone

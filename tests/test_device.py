@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.utils import get_model
 
 from recbole_hetcomp.config import Config
 from recbole_hetcomp.data.split import build_split
@@ -17,6 +18,7 @@ from recbole_hetcomp.knowledge import masked_topk, topk_by_id
 from recbole_hetcomp.trajectory import TrajectoryRecorder
 
 from conftest import TEST_DEVICE
+from sim_accelerator import SIM_DEVICE, count_host_syncs, gpu_runs_on_sim, simulated_accelerator
 
 #: These read CUDA's own device choice and budgets, or use the meta device themselves: the
 #: simulated accelerator (HETCOMP_TEST_DEVICE=sim) stands in for that choice.
@@ -111,6 +113,41 @@ def test_recorder_scores_on_another_device_than_the_parameters(tiny):
         allowed = [i for i in range(split.n_items) if i not in seen]
         expected = sorted(allowed, key=lambda i: (-row[i].item(), i))[:10]
         assert lists[user].tolist() == expected
+
+
+# --- defect 6: no host syncs inside per-batch loops -----------------------------------------
+# Counted on the simulated accelerator (tests/sim_accelerator.py), which counts every operation
+# that would make a CUDA host wait for the device: a value read, a copy to the host, a result
+# whose size depends on the data.
+def test_a_student_epoch_waits_for_the_device_once_per_batch(tiny):
+    """The NaN check is the one host sync per batch, and reading the epoch's loss one more;
+    both losses, and the RRD/DCD loop shares the same code."""
+    from test_pipeline import _student_trainer
+
+    _, base = tiny
+    with simulated_accelerator(), gpu_runs_on_sim():
+        trainer, train, _ = _student_trainer({**base, "use_gpu": True, "train_batch_size": 64})
+        batches = list(train)  # as the loader gives them: on the host
+        assert trainer.device == SIM_DEVICE and len(batches) > 4
+        for switched in (False, True):  # overall loss, then rank loss
+            trainer.switched = switched
+            with count_host_syncs() as syncs:
+                trainer._train_epoch(batches, 1)  # epoch 1: no knowledge step due
+            assert dict(syncs) == {"aten::_local_scalar_dense": len(batches) + 1}
+
+
+def test_recording_waits_for_the_device_once_per_list_kind_not_per_batch(tiny):
+    _, base = tiny
+    with simulated_accelerator(), gpu_runs_on_sim():
+        config = Config("BPR", "tiny", config_dict={**base, "use_gpu": True})
+        split = build_split(config)
+        model = get_model("BPR")(config, split.train).to(config["device"])
+        for batch_size in (7, 1000):  # 6 batches of users, then one
+            recorder = TrajectoryRecorder(model, split.train, top_m=5, batch_size=batch_size,
+                                          device=config["device"])
+            with count_host_syncs() as syncs:
+                recorder.rank_users_both(recorder.all_users())
+            assert dict(syncs) == {"aten::_to_copy": 2}  # the two lists, copied once each
 
 
 # --- defect 7: ties broken by item id -----------------------------------------------------

@@ -160,3 +160,26 @@ def test_device_tensors_hold_data_for_torch_s_meta_shortcuts(recwarn):
         layer.load_state_dict(state)  # torch warns "a no-op" for a real meta parameter
         assert layer.weight.tolist() == [[1.0, 1.0], [1.0, 1.0]]
     assert not [w for w in recwarn if "meta" in str(w.message)]
+
+
+def test_host_syncs_are_counted_where_cuda_would_wait():
+    from sim_accelerator import count_host_syncs
+
+    with simulated_accelerator():
+        x = torch.arange(6.0, device=SIM_DEVICE)
+        with count_host_syncs() as syncs:
+            y = (x * 2).sum()  # queued work: no wait
+            torch.topk(x, 3)
+            x[torch.tensor([1, 2])]
+        assert sum(syncs.values()) == 0
+        with count_host_syncs() as syncs:
+            y.item()
+            x.tolist()
+            x.cpu()
+            x[x > 2]  # a boolean mask: the result's size depends on the data
+            torch.unique(x)
+            torch.zeros(3).copy_(x[:3])
+        assert sum(syncs.values()) == 6, syncs
+        with count_host_syncs() as syncs:
+            torch.arange(3).sum().item()  # CPU work never waits for the device
+        assert sum(syncs.values()) == 0

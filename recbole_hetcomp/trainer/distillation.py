@@ -58,8 +58,10 @@ class DistillationTrainer(BestStateMixin, Trainer):
                    if show_progress else train_data)
         total = torch.zeros((), device=self.device)
         for interaction in batches:
+            # The batch's distinct users, found where the loader made the batch (the host):
+            # on a GPU, unique() would wait for the device, as its size depends on the data.
+            users = torch.unique(interaction[uid]).to(self.device)
             interaction = interaction.to(self.device)
-            users = torch.unique(interaction[uid])
             self.optimizer.zero_grad()
             loss = self.distillation_backward(users)
             if self.cf_weight:
