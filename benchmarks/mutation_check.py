@@ -601,6 +601,12 @@ DEVICE = [
              "            total = loss.detach()",
              "the loss is read on the host once per chunk (an .item() per chunk, issue 9's "
              "defect 6)", (SYNCS_PER_BATCH,)),
+    Mutation("anomaly_mode_left_on", R + "registry.py",
+             "    finally:\n        torch.autograd.set_detect_anomaly(anomaly)\n", "",
+             "a refused model name leaves RecBole's SINE switch on: autograd's anomaly "
+             "detection (a host sync after every backward operation) for the rest of the "
+             "process", ("tests/test_config.py::"
+                         "test_a_refused_model_name_leaves_autograd_anomaly_detection_off",)),
     Mutation("itemvae_rows_made_on_the_cpu", R + "model/itemvae.py",
              "rows = torch.zeros(len(items), self.n_users, device=self.device)",
              "rows = torch.zeros(len(items), self.n_users)",
@@ -649,9 +655,11 @@ BATCHES = [
      "expected values from the README and docstrings, or from small hand-worked packages, "
      "stores and splits; none asks the code under test for them."),
     ("Device placement", DEVICE,
-     "First run 2026-12-03 on the same machine, 191 s: on the plain CPU all 9 survived (a "
-     "CPU-only machine cannot see a tensor left on the CPU); on the simulated accelerator 8 / 9 "
-     "were killed. The survivor was a gap in a test, not in the code."),
+     "First run 2026-12-03 on the same machine, 191 s, of the 9 placement mutants: on the "
+     "plain CPU all 9 survived (a CPU-only machine cannot see a tensor left on the CPU); on "
+     "the simulated accelerator 8 / 9 were killed. The survivor was a gap in a test, not in "
+     "the code. The 3 host-sync mutants came later, with the tests they target (those tests "
+     "count syncs on the simulation themselves, so they run in the plain suite)."),
 ]
 
 
