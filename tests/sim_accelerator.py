@@ -15,7 +15,9 @@ second device that is not the CPU and computes on the CPU underneath:
   meeting a device tensor is an error (0-dim CPU tensors are allowed, as on CUDA; index tensors
   may stay on the CPU, as on CUDA; copies between devices are allowed); factories given
   ``device='meta'`` make ``SimTensor``s.
-- Host reads follow CUDA: ``.item()`` and ``.tolist()`` work, ``.numpy()`` is refused.
+- Host reads follow CUDA: ``.item()`` and ``.tolist()`` work, ``.numpy()`` is refused; a
+  random generator must be on the device of its draw; threads started inside obey the same
+  rules (torch's modes are per thread).
 - Host synchronisations are counted (``count_host_syncs``): every operation on device tensors
   that makes a CUDA host wait for the device (a value read, a copy to the host, a result whose
   size depends on the data), so a per-batch loop's syncs can be held to a budget on the CPU.
@@ -24,7 +26,7 @@ Use: ``with simulated_accelerator(): ...`` and put the run on ``SIM_DEVICE``; or
 ``with gpu_runs_on_sim(): ...`` as well, let every Config that would pick CUDA (and serving's
 ``device='cuda'``) pick ``SIM_DEVICE``. The suite runs whole under both with
 ``HETCOMP_TEST_DEVICE=sim`` (tests/conftest.py); a script runs under both with
-``python tests/sim_accelerator.py SCRIPT [ARGS...]``.
+``python tests/sim_accelerator.py SCRIPT|-m MODULE [ARGS...]``.
 """
 
 import collections
