@@ -12,7 +12,7 @@ from recbole.utils import get_model
 
 from recbole_hetcomp.config import Config
 from recbole_hetcomp.data.split import build_split
-from recbole_hetcomp.device import Stopwatch, batch_users, dense_elements
+from recbole_hetcomp.device import Stopwatch, batch_users, dense_elements, memory_budget_bytes
 from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.knowledge import masked_topk, topk_by_id
 from recbole_hetcomp.trajectory import TrajectoryRecorder
@@ -223,6 +223,56 @@ def test_cuda_budgets_fit_the_memory_budget(tiny, cuda_present):
     small = config_of(base, gpu_memory_budget=0.5)
     assert dense_elements(small, "loss") == (1 << 29) // (4 * 12)  # 0.5 GiB over 12 tensors
     assert dense_elements(small, "loss") * 4 * 12 <= 0.5 * 2 ** 30
+
+
+@not_under_sim
+def test_default_gpu_budget_is_half_the_free_memory(tiny, cuda_present, monkeypatch):
+    """Without gpu_memory_budget a run may hold half the GPU's free memory at its start in
+    dense batch tensors (properties/overall.yaml); the budget then sizes the batches."""
+    _, base = tiny
+    asked = []
+
+    def mem_get_info(device=None):
+        asked.append(device)
+        return 2 ** 30, 80 * 2 ** 30  # (free, total): 1 GiB free of 80
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
+    config = config_of(base)
+    assert config["gpu_memory_budget"] is None and asked == [torch.device("cuda")]
+    assert memory_budget_bytes(config) == 2 ** 29
+    assert dense_elements(config, "loss") == 2 ** 29 // (4 * 12)  # 12 live tensors of float32
+    assert config["eval_batch_size"] == 2 ** 29 // (4 * 4)  # RecBole's full sort: 4 of them
+
+
+def test_stopwatch_on_cuda_reads_device_time_and_waits_once(monkeypatch):
+    """On CUDA each section records a pair of events (no host wait); reading ``seconds``
+    waits once, for the last event, and adds the device's times between the pairs."""
+    log = []
+
+    class Event:  # torch.cuda.Event's interface; elapsed_time is in milliseconds
+        def __init__(self, enable_timing=False):
+            assert enable_timing
+            self.at = None
+
+        def record(self):
+            self.at = len(log)
+            log.append("record")
+
+        def synchronize(self):
+            log.append("synchronize")
+
+        def elapsed_time(self, end):
+            return 250.0 * (end.at - self.at)
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    watch = Stopwatch("cuda")
+    for _ in range(3):
+        with watch:
+            pass
+    assert log == ["record"] * 6  # nothing waited for the device yet
+    assert watch.seconds == pytest.approx(3 * 0.25)
+    assert log.count("synchronize") == 1
+    assert watch.seconds == pytest.approx(0.75) and log.count("synchronize") == 1
 
 
 def test_stopwatch_on_cpu_adds_sections():
