@@ -6,13 +6,15 @@ ml-1m interactions (RecBole's default split) with synthetic teacher rankings of 
 
 - Epoch: one untimed epoch, then one timed epoch of each loss at the shipped batch size, with
   ``torch.cuda.set_sync_debug_mode`` counting every host synchronisation (the design allows
-  one per batch: the NaN check).
+  one per batch, the NaN check, and one to read the epoch's loss). Run on the simulated
+  accelerator (``python tests/sim_accelerator.py benchmarks/gpu_check.py --quick``, what the
+  dry run does), the count is the simulation's: the number the GPU run should reproduce.
 - Agreement: the same trajectories and the same student weights on the CPU and on the device:
   T_u must be identical; the student's top-50 lists are compared, and wherever a user's lists
   agree, the knowledge step must choose the same snapshots and rebuild the same targets.
 
     python benchmarks/gpu_check.py --device cuda --data-path dataset --out part.md
-    python benchmarks/gpu_check.py --device cpu --data-path dataset --quick   # dry run
+    python tests/sim_accelerator.py benchmarks/gpu_check.py --quick   # dry run (ml-100k)
 """
 
 import argparse
@@ -36,9 +38,15 @@ from recbole_hetcomp.trainer import HetCompTrainer  # noqa: E402
 from recbole_hetcomp.trainer.knowledge_set import KnowledgeSet  # noqa: E402
 
 
-def count_syncs(fn):
-    """(result, number of host synchronisations fn made); 0 on the CPU (nothing to count)."""
-    if not torch.cuda.is_available():
+def count_syncs(fn, device):
+    """(result, number of host synchronisations fn made on ``device``); None on the CPU
+    (nothing to count). On the simulated accelerator, the syncs it counts."""
+    sim = sys.modules.get("sim_accelerator")
+    if sim is not None and device == sim.SIM_DEVICE:
+        with sim.count_host_syncs() as syncs:
+            result = fn()
+        return result, sum(syncs.values())
+    if device.type != "cuda":
         return fn(), None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -63,7 +71,7 @@ def student_epoch(config, split, trajectories, device, rank, lines):
         torch.cuda.reset_peak_memory_stats(device)
     synchronize(device)
     start = time.perf_counter()
-    _, syncs = count_syncs(lambda: trainer._train_epoch(train_data, 1))
+    _, syncs = count_syncs(lambda: trainer._train_epoch(train_data, 1), device)
     synchronize(device)
     seconds = time.perf_counter() - start
     peak = (torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda"

@@ -363,6 +363,9 @@ def main(argv):
         raise SystemExit("usage: python tests/sim_accelerator.py SCRIPT|-m MODULE [ARGS...]")
     import recbole_hetcomp  # noqa: F401  (RecBole's mends, before RecBole is imported)
 
+    # the script may ask this harness (its counters) by name: it runs as __main__ here
+    sys.modules.setdefault("sim_accelerator", sys.modules[__name__])
+
     with simulated_accelerator(), gpu_runs_on_sim():
         if argv[0] == "-m":
             sys.argv = [argv[1]] + list(argv[2:])
