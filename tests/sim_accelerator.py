@@ -75,6 +75,26 @@ def _waits_for_device(name, args, kwargs):
     return name in _HOST_SYNCS
 
 
+#: HETCOMP_SIM_ROUNDING=1: products and sums on the device come out one unit in the last place
+#: off for about half their values, deterministically (the same inputs give the same outputs),
+#: as CUDA's kernels add in another order than the CPU's: it finds tests that pass only with
+#: the CPU's exact floats. Off by default (results are then the CPU's to the bit).
+_ROUNDING = os.environ.get("HETCOMP_SIM_ROUNDING", "0") not in ("", "0")
+_REDUCTIONS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mv",
+               "aten::dot", "aten::sum", "aten::_sparse_mm", "aten::_sparse_addmm",
+               "aten::logsumexp", "aten::cumsum"}
+_BITS = {torch.float32: torch.int32, torch.float64: torch.int64}
+
+
+def _reround(out):
+    """Flip the last mantissa bit of the values whose bits hash to 1."""
+    if isinstance(out, torch.Tensor) and out.dtype in _BITS and out.layout == torch.strided \
+            and out.is_contiguous():
+        bits = out.view(_BITS[out.dtype])
+        bits.bitwise_xor_(((bits >> 7) ^ (bits >> 13)) & 1)
+    return out
+
+
 def _count_sync(name):
     for counter in _sync_counters:
         counter[name] += 1
@@ -183,6 +203,8 @@ def _run(func, args, kwargs):
     if name == "aten::copy_":
         on_device = isinstance(wrappers.get(id(args[0])), SimTensor)
     out = func(*args, **kwargs)
+    if on_device and _ROUNDING and name in _REDUCTIONS:
+        out = _reround(out)
 
     def wrap(x):
         if not isinstance(x, torch.Tensor):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import sim_accelerator
 from sim_accelerator import SIM_DEVICE, DevicePlacementError, SimTensor, simulated_accelerator
 
 
@@ -62,6 +63,7 @@ def test_in_place_results_are_the_callers_tensor():
         assert cpu.tolist() == [1.0, 1.0, 1.0]
 
 
+@pytest.mark.skipif(sim_accelerator._ROUNDING, reason="HETCOMP_SIM_ROUNDING changes the floats")
 def test_training_on_the_device_computes_what_the_cpu_computes():
     def train(device):
         torch.manual_seed(0)
@@ -183,3 +185,17 @@ def test_host_syncs_are_counted_where_cuda_would_wait():
         with count_host_syncs() as syncs:
             torch.arange(3).sum().item()  # CPU work never waits for the device
         assert sum(syncs.values()) == 0
+
+
+def test_cuda_like_rounding_is_deterministic_and_one_unit_in_the_last_place(monkeypatch):
+    """HETCOMP_SIM_ROUNDING=1: device products differ from the CPU's in the last bit for about
+    half the values, and the same inputs give the same outputs (as a GPU's kernels do)."""
+    monkeypatch.setattr(sim_accelerator, "_ROUNDING", True)
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(50, 8, generator=gen), torch.randn(8, 30, generator=gen)
+    with simulated_accelerator():
+        first, second = ((a.to(SIM_DEVICE) @ b.to(SIM_DEVICE)).cpu() for _ in range(2))
+    exact = a @ b
+    assert torch.equal(first, second)
+    assert 0.3 < (first != exact).float().mean().item() < 0.7
+    assert torch.allclose(first, exact, rtol=2 ** -22, atol=0)
