@@ -61,6 +61,11 @@ _HOST_SYNCS = {"aten::_local_scalar_dense", "aten::is_nonzero", "aten::equal", "
 _sync_counters = []  # the Counters of the count_host_syncs blocks now open
 
 
+def _is_sim(device):
+    """Is ``device`` (a torch.device or its name) the simulated one?"""
+    return torch.device(device).type == SIM_DEVICE.type
+
+
 def _waits_for_device(name, args, kwargs):
     """Would this operation, with device tensors among its inputs, make a CUDA host wait?"""
     if name == "aten::_to_copy":  # .cpu(), .to('cpu')
@@ -154,16 +159,16 @@ def _is_dense_cpu(x):
         and x.device.type == "cpu"
 
 
-def _check_placement(name, args, kwargs):
+def _check_placement(name, args, kwargs, leaves, on_device):
+    """``leaves``: the tensors and values of ``args`` and ``kwargs``; ``on_device``: whether a
+    SimTensor is among them."""
     if name in _COPIES:
         return
     if name in _INDEXING:
         # self (and the values put) decide; index tensors may be on the CPU
-        checked = [args[0]] + list(args[2:]) + list(kwargs.values())
-    else:
-        checked = list(args) + list(kwargs.values())
-    leaves = pytree.tree_leaves(checked)
-    if any(isinstance(x, SimTensor) for x in leaves) and any(_is_dense_cpu(x) for x in leaves):
+        leaves = pytree.tree_leaves([args[0]] + list(args[2:]) + list(kwargs.values()))
+        on_device = any(isinstance(x, SimTensor) for x in leaves)
+    if on_device and any(_is_dense_cpu(x) for x in leaves):
         raise DevicePlacementError(
             f"Expected all tensors to be on the same device, but found at least two devices, "
             f"{SIM_DEVICE.type} and cpu! (simulated accelerator, in {name})")
@@ -176,13 +181,15 @@ def _check_placement(name, args, kwargs):
 
 def _run(func, args, kwargs):
     name = func._schema.name
-    for x in pytree.tree_leaves((args, kwargs)):
+    leaves = pytree.tree_leaves((args, kwargs))
+    for x in leaves:
         if isinstance(x, torch.Tensor) and not isinstance(x, SimTensor) and \
                 x.device.type == SIM_DEVICE.type:
             raise RuntimeError(
                 f"simulated accelerator: a {SIM_DEVICE.type} tensor without data reached {name} "
                 "(made by a factory the harness does not intercept: see _DATA_FACTORIES)")
-    _check_placement(name, args, kwargs)
+    on_device = any(isinstance(x, SimTensor) for x in leaves)
+    _check_placement(name, args, kwargs, leaves, on_device)
     wrappers = {}
 
     def unwrap(x):
@@ -191,14 +198,11 @@ def _run(func, args, kwargs):
             return x._data
         return x
 
-    on_device = any(isinstance(x, SimTensor) for x in pytree.tree_leaves((args, kwargs)))
     if on_device and _sync_counters and _waits_for_device(name, args, kwargs):
         _count_sync(name)
     args, kwargs = pytree.tree_map(unwrap, (args, kwargs))
-    target = kwargs.get("device")
-    if target is not None:
-        target = torch.device(target)
-        on_device = target.type == SIM_DEVICE.type
+    if kwargs.get("device") is not None:
+        on_device = _is_sim(kwargs["device"])
         kwargs["device"] = _CPU
     if name == "aten::copy_":
         on_device = isinstance(wrappers.get(id(args[0])), SimTensor)
@@ -224,9 +228,9 @@ class SimMode(TorchDispatchMode):
 
 
 # Factories from data copy the data to the device below the dispatcher, where SimMode cannot
-# see it: they are made on the CPU and moved.
+# see it: they are made on the CPU and moved. (new_tensor's device defaults to its tensor's.)
 _DATA_FACTORIES = (torch.tensor, torch.as_tensor, torch.asarray, torch.sparse_coo_tensor,
-                   torch.sparse_csr_tensor)
+                   torch.sparse_csr_tensor, torch.Tensor.new_tensor)
 
 
 _REAL_GENERATOR = torch.Generator
@@ -247,7 +251,7 @@ class _Generator(_REAL_GENERATOR):
     """What ``torch.Generator(device)`` makes under the harness."""
 
     def __new__(cls, device="cpu"):
-        if torch.device(device).type == SIM_DEVICE.type:
+        if _is_sim(device):
             return SimGenerator()
         return _REAL_GENERATOR(device)
 
@@ -258,7 +262,7 @@ def _check_generator(func, args, kwargs):
     if not isinstance(generator, _REAL_GENERATOR):
         return
     if kwargs.get("device") is not None:
-        draw_on_device = torch.device(kwargs["device"]).type == SIM_DEVICE.type
+        draw_on_device = _is_sim(kwargs["device"])
     else:  # in-place draws and draws from a tensor (multinomial, bernoulli, ...)
         draw_on_device = any(isinstance(x, SimTensor) for x in pytree.tree_leaves(args))
     if draw_on_device != isinstance(generator, SimGenerator):
@@ -283,13 +287,9 @@ class HostReads(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
         _check_generator(func, args, kwargs)
-        if func in _DATA_FACTORIES and kwargs.get("device") is not None and \
-                torch.device(kwargs["device"]).type == SIM_DEVICE.type:
-            kwargs["device"] = _CPU
-            return func(*args, **kwargs).to(SIM_DEVICE)
-        if func is torch.Tensor.new_tensor and (
-                torch.device(kwargs["device"]).type == SIM_DEVICE.type
-                if kwargs.get("device") is not None else isinstance(args[0], SimTensor)):
+        if func in _DATA_FACTORIES and (
+                _is_sim(kwargs["device"]) if kwargs.get("device") is not None
+                else func is torch.Tensor.new_tensor and isinstance(args[0], SimTensor)):
             kwargs["device"] = _CPU
             return func(*args, **kwargs).to(SIM_DEVICE)
         if func in (torch.Tensor.numpy, torch.Tensor.__array__) and \

@@ -23,6 +23,8 @@ from recbole_hetcomp.errors import HetCompError
 from recbole_hetcomp.quick_start import run_hetcomp
 from recbole_hetcomp.serving.package import plain_state, read_weights
 
+import sim_accelerator
+
 
 def parallel_config(base, **extra):
     settings = dict(teachers=["BPR", "CML"], epochs=4, kc_period=1, eval_step=1, hetcomp_k=10,
@@ -172,7 +174,7 @@ def test_worker_settings_refused_before_training(tiny, extra, message):
 
 # --- with Ray --------------------------------------------------------------------------------
 @pytest.mark.slow  # ~60 s on a busy 2-core machine: two runs, four Ray worker processes
-@pytest.mark.skipif(os.environ.get("HETCOMP_SIM_ROUNDING", "0") not in ("", "0"),
+@pytest.mark.skipif(sim_accelerator._ROUNDING,
                     reason="Ray workers run outside the simulated accelerator's rounding")
 def test_two_workers_give_the_sequential_runs_trajectories_and_metrics(tiny, caplog):
     pytest.importorskip("ray")
